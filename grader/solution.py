@@ -1,0 +1,215 @@
+"""The reference solution, kept apart: ``solution/`` holds only what differs from the student version.
+
+Python files in ``solution/`` mark the reference code with ``# BEGIN SOLUTION`` /
+``# END SOLUTION`` lines (nbgrader style).  From that one source:
+
+* the student stub (``hw2/pruning.py``) replaces each marked block inside a
+  function by ``raise NotImplementedError(...)`` and drops marked module-level
+  blocks (private helpers);
+* the reference copy drops the marker lines only.
+
+Commands::
+
+    python -m grader.solution DIR              # write a complete copy of the project with the reference in place
+    python -m grader.solution --branch solution  # commit that tree to git branch 'solution' (working tree untouched)
+    python -m grader.solution --write-stubs    # regenerate the stubs in hw2/ from solution/
+    python -m grader.solution --check          # exit 1 if the stubs in hw2/ have drifted from solution/
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOLUTION_DIR = "solution"
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+# Never copied into an export: VCS data, run outputs, local data and environments.
+EXCLUDED_TOP = {".git", SOLUTION_DIR, "results", "data", ".data", ".venv", "venv", ".pytest_cache"}
+_DEF = re.compile(r"^(\s*)def (\w+)\(")
+
+
+class MarkerError(ValueError):
+    """Unbalanced or misplaced solution markers."""
+
+
+def _blocks(lines: list[str]):
+    """Yield ``(begin_index, end_index, indent)`` for each marked block."""
+    begin = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if begin is not None:
+                raise MarkerError(f"line {i + 1}: '{BEGIN}' inside another block (opened at line {begin + 1})")
+            begin = i
+        elif stripped == END:
+            if begin is None:
+                raise MarkerError(f"line {i + 1}: '{END}' without '{BEGIN}'")
+            indent = len(lines[begin]) - len(lines[begin].lstrip())
+            yield begin, i, indent
+            begin = None
+    if begin is not None:
+        raise MarkerError(f"line {begin + 1}: '{BEGIN}' is never closed")
+
+
+def _enclosing_function(lines: list[str], index: int, indent: int) -> str:
+    for line in reversed(lines[:index]):
+        match = _DEF.match(line)
+        if match and len(match.group(1)) < indent:
+            return match.group(2)
+    raise MarkerError(f"line {index + 1}: an indented solution block must sit inside a function")
+
+
+def student_source(text: str, module_path: str = "hw2/pruning.py") -> str:
+    """The student version of a solution file: marked blocks become ``NotImplementedError`` stubs."""
+    lines = text.splitlines()
+    out: list[str] = []
+    cursor = 0
+    for begin, end, indent in _blocks(lines):
+        out += lines[cursor:begin]
+        if indent > 0:
+            name = _enclosing_function(lines, begin, indent)
+            out.append(" " * indent + f'raise NotImplementedError("{name}: write it in {module_path} (see its docstring)")')
+        cursor = end + 1
+    out += lines[cursor:]
+    result = "\n".join(out) + "\n"
+    return re.sub(r"\n{4,}", "\n\n\n", result)  # dropped helper blocks leave no gaps wider than PEP 8's two lines
+
+
+def reference_source(text: str) -> str:
+    """The reference version of a solution file: marker lines removed, code kept."""
+    lines = text.splitlines()
+    list(_blocks(lines))  # validate
+    return "\n".join(line for line in lines if line.strip() not in (BEGIN, END)) + "\n"
+
+
+def solution_files(root: Path = REPO_ROOT) -> list[Path]:
+    """Paths (relative to ``solution/``) of every file the reference overrides."""
+    base = root / SOLUTION_DIR
+    return sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def stub_targets(root: Path = REPO_ROOT) -> list[Path]:
+    """Relative paths of the stub files generated from ``solution/`` (its Python files with markers)."""
+    return [rel for rel in solution_files(root) if rel.suffix == ".py" and BEGIN in (root / SOLUTION_DIR / rel).read_text()]
+
+
+def write_stubs(root: Path = REPO_ROOT) -> list[Path]:
+    """Regenerate the student stubs in place; returns the files written."""
+    written = []
+    for rel in stub_targets(root):
+        text = student_source((root / SOLUTION_DIR / rel).read_text(), rel.as_posix())
+        (root / rel).write_text(text)
+        written.append(rel)
+    return written
+
+
+def drifted_stubs(root: Path = REPO_ROOT) -> list[Path]:
+    """Stub files whose content differs from what ``solution/`` generates."""
+    return [rel for rel in stub_targets(root)
+            if not (root / rel).is_file()
+            or (root / rel).read_text() != student_source((root / SOLUTION_DIR / rel).read_text(), rel.as_posix())]
+
+
+def project_files(root: Path = REPO_ROOT) -> list[Path]:
+    """Files of the project (tracked, or untracked but not ignored), minus ``solution/`` and run outputs."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
+                                check=True, capture_output=True, text=True).stdout.split("\0")
+        files = [Path(p) for p in listed if p]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p.relative_to(root) for p in root.rglob("*") if p.is_file()]
+    return sorted(p for p in files
+                  if p.parts[0] not in EXCLUDED_TOP and "__pycache__" not in p.parts and (root / p).is_file())
+
+
+def export(dest: Path, root: Path = REPO_ROOT) -> Path:
+    """Write a complete copy of the project with the reference solution in place; returns ``dest``."""
+    dest = Path(dest).resolve()
+    if dest == root.resolve() or root.resolve() in dest.parents and dest.relative_to(root.resolve()).parts[0] not in EXCLUDED_TOP:
+        raise ValueError(f"export destination {dest} is inside the project; choose a directory outside it")
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"export destination {dest} is not empty; choose a new or empty directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in project_files(root):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest / rel)
+    for rel in solution_files(root):
+        source = root / SOLUTION_DIR / rel
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.suffix == ".py":
+            (dest / rel).write_text(reference_source(source.read_text()))
+        else:
+            shutil.copy2(source, dest / rel)
+    return dest
+
+
+def _git(args: list[str], root: Path, env: dict | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def update_branch(branch: str = "solution", root: Path = REPO_ROOT, message: str | None = None) -> str:
+    """Commit the exported reference tree onto ``branch`` (created if missing); returns the commit id.
+
+    Uses a private index, so the current branch, index and working tree are untouched.
+    """
+    _git(["rev-parse", "--git-dir"], root)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree_dir = export(Path(tmp) / "tree", root)
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"))
+        _git(["--work-tree", str(tree_dir), "add", "--all", "--force", "."], root, env)
+        tree = _git(["write-tree"], root, env)
+    parents = []
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=root,
+                      capture_output=True).returncode == 0:
+        parent = _git(["rev-parse", f"refs/heads/{branch}"], root)
+        if _git(["rev-parse", f"{parent}^{{tree}}"], root) == tree:
+            return parent  # nothing changed
+        parents = ["-p", parent]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    message = message or f"Reference solution exported from {head or 'the working tree'}"
+    commit = _git(["commit-tree", tree, *parents, "-m", message], root)
+    _git(["update-ref", f"refs/heads/{branch}", commit], root)
+    return commit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.solution", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dest", nargs="?", type=Path, help="write a complete copy of the project with the reference in place")
+    parser.add_argument("--branch", metavar="NAME", help="create or update git branch NAME holding that tree")
+    parser.add_argument("--write-stubs", action="store_true", help="regenerate the student stubs in hw2/ from solution/")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the stubs have drifted from solution/")
+    args = parser.parse_args(argv)
+    if not (args.dest or args.branch or args.write_stubs or args.check):
+        parser.error("give DIR, --branch NAME, --write-stubs or --check")
+    try:
+        if args.write_stubs:
+            for rel in write_stubs():
+                print(f"wrote stub {rel}")
+        if args.check:
+            drift = drifted_stubs()
+            if drift:
+                print(f"error: stubs out of date with solution/: {', '.join(map(str, drift))}; "
+                      "run python -m grader.solution --write-stubs", file=sys.stderr)
+                return 1
+            print("stubs match solution/")
+        if args.dest:
+            print(f"exported the reference solution to {export(args.dest)}")
+        if args.branch:
+            print(f"branch {args.branch} -> {update_branch(args.branch)[:12]}")
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Prune the pretrained VGG13: one-shot (OMP) or iterative (IMP), unstructured or filter.
+
+    python main.py --method imp --type filter      # from hw2/
+    python hw2/main.py --method all                 # from the repo root: all four models
+
+Writes under --out (default results/): the pruned models named
+``{Omp|Imp}_{type}_{sparsity:.2f}_acc_{accuracy:.2f}.pt``, a mask figure per
+model, the comparison figure ``sparsity_vs_accuracy.png`` and the run log
+``run_log.json``.  This file is provided: it calls your functions in hw2/pruning.py.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (python main.py): make the hw2 package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from hw2 import REPO_ROOT  # noqa: E402
+from hw2 import pruning  # noqa: E402
+from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
+from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
+from hw2.models import VGG13, build_model, make_pruning_permanent  # noqa: E402
+from hw2.train import (add_run_args, default_batch_size, evaluate, fit, prepare_model, resolve_device,  # noqa: E402
+                       scaled_lr, seed_everything)
+
+METHODS = ("omp", "imp")
+TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type must reach
+DEFAULT_CONFIGS = {kind: REPO_ROOT / "configs" / f"{kind}_{target:.2f}.yaml" for kind, target in TARGETS.items()}
+DEFAULT_PRETRAINED = REPO_ROOT / "pretrained" / "vgg13_cifar10.pt"
+RUN_LOG = "run_log.json"
+COMPARISON_FIGURE = "sparsity_vs_accuracy.png"
+
+
+def model_label(method: str, sparsity_type: str) -> str:
+    """``Omp_unstructured``, ``Imp_filter``, ...: the prefix of the file names."""
+    return f"{method.capitalize()}_{sparsity_type}"
+
+
+def model_file_name(method: str, sparsity_type: str, sparsity: float, accuracy: float) -> str:
+    """``Imp_filter_0.40_acc_92.87.pt``: achieved overall sparsity and test accuracy (percent), 2 decimals."""
+    return f"{model_label(method, sparsity_type)}_{sparsity:.2f}_acc_{accuracy:.2f}.pt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Prune the pretrained VGG13 on CIFAR-10 with your functions from hw2/pruning.py.",
+        epilog="example: python main.py --method imp --type filter --epochs 2 --iterations 3")
+    parser.add_argument("--method", required=True, choices=[*METHODS, "all"],
+                        help="omp: prune once then retrain; imp: prune in --iterations rounds; all: both (and both types unless --type)")
+    parser.add_argument("--type", dest="sparsity_type", choices=sorted(TARGETS),
+                        help="unstructured (target 0.80 overall) or filter (target 0.40); required unless --method all")
+    parser.add_argument("--config", type=Path,
+                        help="YAML with prune_ratios for --type (default: configs/unstructured_0.80.yaml or configs/filter_0.40.yaml)")
+    parser.add_argument("--epochs", type=int, default=2, help="masked-retraining epochs after each pruning step (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=3, help="IMP rounds, at least 3 (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.02,
+                        help="peak retraining learning rate at batch 512 (scaled with --batch-size), cosine decay (default: %(default)s)")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="dense checkpoint to start from (default: pretrained/vgg13_cifar10.pt; with --dataset synthetic "
+                             "and no file given, a dense model is trained on the synthetic data first)")
+    parser.add_argument("--dense-epochs", type=int, default=6,
+                        help="epochs of that synthetic dense training (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results",
+                        help="folder for models, figures and run_log.json (default: results/ at the repo root)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
+    add_run_args(parser)
+    return parser
+
+
+def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
+    """(method, type, config) for every model this run makes; checks flag combinations first."""
+    if args.method != "all" and args.sparsity_type is None:
+        parser.error("--type is required with --method omp/imp (unstructured or filter)")
+    if args.config is not None and args.sparsity_type is None:
+        parser.error("--config needs --type: it holds the ratios of one sparsity type")
+    if args.epochs < 0:
+        parser.error(f"--epochs must be >= 0, got {args.epochs}")
+    methods = METHODS if args.method == "all" else (args.method,)
+    if "imp" in methods and args.iterations < pruning.MIN_IMP_ITERATIONS:
+        parser.error(f"--iterations must be at least {pruning.MIN_IMP_ITERATIONS} for imp, got {args.iterations}")
+    kinds = (args.sparsity_type,) if args.sparsity_type else tuple(TARGETS)
+    return [(method, kind, args.config or DEFAULT_CONFIGS[kind]) for kind in kinds for method in methods]
+
+
+def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
+    """The dense starting model and a line saying where it came from."""
+    path = args.pretrained or DEFAULT_PRETRAINED
+    if path.is_file() or args.pretrained is not None or args.dataset != "synthetic":
+        if not path.is_file():
+            raise CheckpointError(f"pretrained checkpoint {path} not found; train it with 'python -m hw2.train --out {path}' "
+                                  "(needs a GPU for CIFAR-10, see pretrained/README.md) or pass --pretrained PATH")
+        state_dict, _ = load_checkpoint(path)
+        model = VGG13.from_state_dict(state_dict)
+        if model.classifier.out_features != data.num_classes:
+            raise CheckpointError(f"{path} has {model.classifier.out_features} classes but {data.name} has {data.num_classes}")
+        return prepare_model(model, device), f"loaded {path}"
+    model = prepare_model(build_model("vgg13", num_classes=data.num_classes), device)
+    fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
+        label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
+    return model, f"trained on synthetic data for {args.dense_epochs} epochs (no --pretrained given)"
+
+
+def default_mask_layer(ratios: dict[str, float]) -> str:
+    """The layer whose mask figure is drawn: the most pruned one (the first of equals)."""
+    return max(ratios, key=lambda name: ratios[name])
+
+
+def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_loader, test_loader) -> dict:
+    """Run one method/type, save the model and its mask figure; return its run-log entry."""
+    label = model_label(method, sparsity_type)
+    print(f"\n=== {label}: target overall sparsity {TARGETS[sparsity_type]:.2f}, ratios from {config} ===")
+    model = copy.deepcopy(dense)
+    start = time.perf_counter()
+    common = dict(train_loader=train_loader, test_loader=test_loader, epochs=args.epochs, device=device,
+                  lr=scaled_lr(args.lr, train_loader.batch_size), progress=not args.no_progress)
+    if method == "omp":
+        steps = pruning.oneshot_magnitude_prune(model, sparsity_type, ratios, **common)
+    else:
+        steps = pruning.iterative_magnitude_prune(model, sparsity_type, ratios, iterations=args.iterations, **common)
+    seconds = time.perf_counter() - start
+    make_pruning_permanent(model)
+    report = pruning.test_sparsity(model, sparsity_type)
+    accuracy = evaluate(model, test_loader, device, exact=True)  # float32, as the grader re-measures it
+    name = model_file_name(method, sparsity_type, report["overall"], accuracy)
+    entry = {"file": name, "label": label, "method": method, "type": sparsity_type, "config": str(config),
+             "target": TARGETS[sparsity_type], "ratios": ratios, "sparsity": report["overall"],
+             "layer_sparsity": report["layers"], "accuracy": accuracy,
+             "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
+             "iterations": len(steps), "epochs_per_iteration": args.epochs, "steps": steps,
+             "seconds": round(seconds, 2)}
+    for stale in args.out.glob(f"{label}_*_acc_*.pt"):  # one file per method/type: the newest run's
+        stale.unlink()
+    save_checkpoint(args.out / name, model.state_dict(), entry)
+    mask_layer = default_mask_layer(ratios)
+    weight = model.get_submodule(mask_layer.rpartition(".")[0]).weight
+    pruning.plot_mask(weight, args.out / f"mask_{label}.png",
+                      title=f"VGG13 {label} ({report['overall']:.2f} sparsity): {mask_layer}")
+    print(f"saved {args.out / name} ({seconds:.0f} s)")
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    jobs = plan_jobs(args, parser)
+    try:
+        device = resolve_device(args.device)
+        seed_everything(args.seed)
+        blank = build_model("vgg13", num_classes=10)
+        ratios = {config: pruning.read_prune_ratios_from_yaml(config, blank) for _, _, config in jobs}  # fail before training
+        data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+        batch_size = args.batch_size or default_batch_size(args.dataset)
+        train_loader, test_loader = make_loaders(data, batch_size, device, seed=args.seed)
+        dense, origin = load_dense_model(args, data, device, train_loader, test_loader)
+    except (ValueError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dense_accuracy = evaluate(dense, test_loader, device, exact=True)
+    print(f"data: {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test images) on {device}")
+    print(f"dense VGG13 {origin}: test accuracy {dense_accuracy:.2f}%")
+
+    log_path = args.out / RUN_LOG
+    log = {"models": {}}
+    if log_path.is_file():  # earlier runs of other methods/types stay in the log
+        try:
+            import json
+            log = json.loads(log_path.read_text())
+        except ValueError:
+            print(f"warning: {log_path} is not valid JSON; starting a new run log", file=sys.stderr)
+    log.update({"dataset": data.name, "device": str(device), "torch": torch.__version__, "seed": args.seed,
+                "dense_accuracy": dense_accuracy, "dense_origin": origin, "batch_size": batch_size})
+    log.setdefault("models", {})
+    for method, sparsity_type, config in jobs:
+        entry = prune_one(method, sparsity_type, ratios[config], config, dense, args, device, train_loader, test_loader)
+        log["models"][entry["label"]] = entry
+        write_json(log_path, log)
+
+    records = list(log["models"].values())
+    pruning.plot_sparsity_vs_accuracy(records, args.out / COMPARISON_FIGURE, dense_accuracy,
+                                      title=f"VGG13 on {data.name}: OMP vs IMP, unstructured vs filter")
+    print(f"\n{'model':<20}{'sparsity':>9}{'before':>9}{'after':>9}{'drop':>7}{'seconds':>9}")
+    for r in records:
+        print(f"{r['label']:<20}{r['sparsity']:>9.4f}{r['accuracy_before_retrain']:>9.2f}{r['accuracy']:>9.2f}"
+              f"{dense_accuracy - r['accuracy']:>7.2f}{r['seconds']:>9.0f}")
+    print(f"dense accuracy {dense_accuracy:.2f}%; outputs in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""HW2 pruning functions: the part you write.
+
+Read the conventions in ``hw2/__init__.py`` first (mask: 1 = keep; sparsity:
+fraction of zeros; filter = output channel, ``dim=0``).  Each function below
+says what it takes, what it returns and, on its last line, which property the
+grader checks.  Work through them in file order; ``python main.py`` calls them.
+
+Useful tools: ``torch.nn.utils.prune.custom_from_mask`` (attach a mask so it
+survives training), ``hw2.models.prunable_weights`` (the Conv2d/Linear weights
+by name), ``hw2.train.train_epoch`` / ``evaluate`` / ``make_optimizer`` /
+``make_scheduler`` (the provided training loop).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures go to files; no screen needed
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import yaml
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+from torch import nn
+from torch.nn.utils import prune
+
+from hw2.models import prunable_weights
+from hw2.train import evaluate, make_optimizer, make_scheduler, train_epoch
+
+SPARSITY_TYPES = ("unstructured", "filter")
+MIN_IMP_ITERATIONS = 3
+# Colour-blind-safe pair (Okabe-Ito): blue = kept, orange = pruned.
+MASK_COLOURS = ("#E69F00", "#0072B2")  # index 0 = pruned, index 1 = kept
+FIGURE_DPI = 150
+
+
+def read_prune_ratios_from_yaml(file_name: str | Path, model: nn.Module) -> dict[str, float]:
+    """Read layer-wise prune ratios from a YAML file and check them against ``model``.
+
+    The file's top-level key ``prune_ratios`` maps parameter names, exactly as in
+    ``model.named_parameters()`` (e.g. ``features.0.weight``), to ratios::
+
+        prune_ratios:
+          features.0.weight: 0.5
+          features.3.weight: 0.8
+
+    Args:
+        file_name: path of the YAML file.
+        model: the model the ratios are for; only its Conv2d and Linear weights
+            (``hw2.models.prunable_weights``) may be named.
+
+    Returns:
+        dict[str, float]: parameter name -> ratio, in file order.
+
+    Raises:
+        ValueError: malformed YAML (the message gives the line), no
+            ``prune_ratios`` mapping, a name the model does not have (the message
+            lists the valid names), or a ratio that is not a number in [0, 1)
+            (the message names the layer).
+
+    Graded: the returned dict equals the file's mapping; each of the three bad inputs raises ValueError.
+    """
+    raise NotImplementedError("read_prune_ratios_from_yaml: write it in hw2/pruning.py (see its docstring)")
+
+
+def unstructured_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Magnitude-prune individual weights: mark the smallest ``|w|`` for removal.
+
+    Args:
+        tensor: a weight of any shape, e.g. ``(C_out, C_in, kH, kW)``; not modified.
+        sparsity: fraction in [0, 1) of entries to prune.
+
+    Returns:
+        Tensor: mask of ``tensor``'s shape, dtype and device; 0 at the
+        ``round(sparsity * tensor.numel())`` entries of smallest magnitude, 1
+        elsewhere.  Ties are broken by flat index (the lower index is pruned first).
+
+    Graded: the mask has the input's shape; the number of zeros is floor or ceil of sparsity*n; every pruned |w| <= every kept |w|; the input is unchanged.
+    """
+    raise NotImplementedError("unstructured_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def filter_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune whole output filters (``dim=0``) with the smallest L2 norm.
+
+    Args:
+        tensor: a conv weight ``(C_out, C_in, kH, kW)`` (a 2-D ``(out, in)``
+            weight works the same, one row per output); not modified.
+        sparsity: fraction in [0, 1) of filters to prune.
+
+    Returns:
+        Tensor: mask of ``tensor``'s shape, dtype and device; every entry of the
+        ``round(sparsity * C_out)`` filters with the smallest L2 norm is 0, all
+        others 1.  Ties are broken by filter index (the lower one is pruned first).
+
+    Graded: the mask has the input's shape; whole filters only; floor or ceil of sparsity*C_out filters pruned; every pruned filter's L2 norm <= every kept one's; the input is unchanged.
+    """
+    raise NotImplementedError("filter_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Compute a mask for every layer in ``prune_ratio_dict`` and apply it to ``model`` in place.
+
+    Masks are computed on the weights as they are now, so calling this again
+    with larger ratios prunes further (what iterative pruning does).  Apply them
+    so that they persist through training, e.g. with
+    ``torch.nn.utils.prune.custom_from_mask``.  For ``filter`` pruning, also
+    mask the scale and shift (``weight``, ``bias``) of each pruned filter's
+    BatchNorm channel, so the channel outputs exactly zero.
+
+    Args:
+        model: the network, modified in place.
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+        prune_ratio_dict: parameter name -> ratio (from ``read_prune_ratios_from_yaml``).
+
+    Returns:
+        dict[str, Tensor]: parameter name -> mask now in force (1 = keep), one for
+        every name in ``prune_ratio_dict`` (plus the BatchNorm ones for ``filter``).
+
+    Raises:
+        ValueError: unknown ``sparsity_type``.
+
+    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold).
+    """
+    raise NotImplementedError("apply_pruning: write it in hw2/pruning.py (see its docstring)")
+
+
+def test_sparsity(model: nn.Module, sparsity_type: str = "unstructured") -> dict:
+    """Measure, print and return the sparsity of every Conv2d and Linear weight.
+
+    Prints a table (one row per layer: name, zeros, total, sparsity; for
+    ``filter`` also all-zero filters / filters) and the overall sparsity.
+
+    Args:
+        model: the network (pruned with hooks, or with zeros made permanent).
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+
+    Returns:
+        dict with ``"overall"``: float, zero weights / all weights over every
+        Conv2d and Linear weight; ``"layers"``: dict name -> float sparsity of
+        that weight; and for ``filter`` also ``"zero_filters"``: dict name -> int,
+        the number of output filters whose weights are all zero.
+
+    Graded: "overall" and each "layers" value equal the exact fraction of zeros (BatchNorm and biases not counted); "zero_filters" counts all-zero filters.
+    """
+    raise NotImplementedError("test_sparsity: write it in hw2/pruning.py (see its docstring)")
+
+
+def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                   loss_fn, train_loader, test_loader, num_epochs: int, device, scheduler=None,
+                   progress: bool = True) -> list[dict]:
+    """Retrain a pruned model for ``num_epochs`` while every pruned weight stays exactly zero.
+
+    Args:
+        model: the pruned network (masks from ``apply_pruning``).
+        prune_masks: parameter name -> mask (1 = keep), as returned by ``apply_pruning``.
+        optimizer: optimizer over ``model.parameters()``.
+        loss_fn: e.g. ``nn.CrossEntropyLoss()``.
+        train_loader, test_loader: batches of ``(images (B, 3, 32, 32), labels (B,))``.
+        num_epochs: passes over ``train_loader``.
+        device: where the model and batches are.
+        scheduler: optional per-step learning-rate scheduler.
+        progress: show a progress bar per epoch.
+
+    Returns:
+        list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
+        percent) and ``"test_accuracy"`` (percent).
+
+    Graded: afterwards every weight whose mask is 0 is exactly 0 and the unpruned weights have changed.
+    """
+    raise NotImplementedError("masked_retrain: write it in hw2/pruning.py (see its docstring)")
+
+
+def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float], *,
+                            train_loader, test_loader, epochs: int, device, lr: float = 0.01,
+                            weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """One-shot magnitude pruning (OMP): prune once to the target ratios, then masked retraining.
+
+    Args:
+        model: the trained dense network, pruned in place.
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+        prune_ratio_dict: parameter name -> target ratio.
+        train_loader, test_loader, device: as in ``masked_retrain``.
+        epochs: retraining epochs.
+        lr: peak learning rate of the retraining (SGD, cosine decay).
+        weight_decay: L2 penalty on conv/linear weights.
+        progress: show progress bars.
+
+    Returns:
+        list[dict]: one entry (one pruning step) with ``"iteration"`` (1),
+        ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
+        ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
+
+    Graded: the model is pruned once (one entry) to the given ratios and retrained with the masks kept.
+    """
+    raise NotImplementedError("oneshot_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float], *,
+                              iterations: int = 3, train_loader, test_loader, epochs: int, device,
+                              lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """Iterative magnitude pruning (IMP): ``iterations`` rounds of (prune a bit more, masked retraining).
+
+    Each layer's ratio grows every round and lands exactly on its target in the
+    last round (the reference removes the same fraction of the remaining
+    weights each round: ratio_t = 1 - (1 - target) ** (t / iterations)).
+
+    Args:
+        model, sparsity_type, prune_ratio_dict, train_loader, test_loader, device,
+        lr, weight_decay, progress: as in ``oneshot_magnitude_prune``.
+        iterations: number of prune-retrain rounds, at least 3.
+        epochs: retraining epochs per round.
+
+    Returns:
+        list[dict]: one entry per round, keys as in ``oneshot_magnitude_prune``;
+        the last round's ``"ratios"`` equal ``prune_ratio_dict``.
+
+    Raises:
+        ValueError: ``iterations`` < 3.
+
+    Graded: at least 3 rounds (fewer raises ValueError); ratios never decrease; the last round lands exactly on the target.
+    """
+    raise NotImplementedError("iterative_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
+    """Physically remove pruned filters: return a new, smaller dense model with the same outputs.
+
+    For every conv, the all-zero output filters go, together with their
+    BatchNorm channel (``weight``, ``bias``, ``running_mean``, ``running_var``)
+    and the matching input channels of the next conv (or input features of the
+    Linear classifier).  ``model`` itself is left as it is.
+
+    Args:
+        model: a filter-pruned VGG-style network (``features`` then ``classifier``),
+            masks attached or made permanent.
+
+    Returns:
+        nn.Module: a new model with plain parameters, smaller ``out_channels`` /
+        ``num_features`` / ``in_channels`` / ``in_features``, whose outputs in
+        eval mode equal ``model``'s (max abs difference <= 1e-4).
+
+    Questions (answer them in ``hw2/answers.md``):
+        1. After removing the pruned filters *and* the matching input channels
+           of the next layer, what happens to the sparsity of the remaining
+           model, and to its parameter count?  Why?
+        2. Does accuracy go down, up, or stay the same after the removal?  Why?
+           (Think about what a pruned filter's BatchNorm shift does.)
+        3. Would the same hold for a ResNet?  Why or why not?
+        4. Why does unstructured sparsity give no speed-up on a GPU, while the
+           compacted filter-pruned model does?
+
+    Graded: the result has fewer parameters (exactly the expected count), no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode).
+    """
+    raise NotImplementedError("prune_channels_after_filter_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_accuracy: float | None = None,
+                              title: str = "VGG13 on CIFAR-10: accuracy vs sparsity") -> list[tuple[str, float, float]]:
+    """Draw one point per pruned model at (overall sparsity, test accuracy) and save it as a PNG.
+
+    Args:
+        records: one dict per model with ``"label"`` (e.g. ``"Omp_unstructured"``),
+            ``"sparsity"`` (fraction) and ``"accuracy"`` (percent).
+        out_path: where to write the PNG.
+        dense_accuracy: if given, drawn as a horizontal reference line.
+        title: figure title.
+
+    Returns:
+        list of ``(label, sparsity, accuracy)``: exactly the points drawn, in ``records`` order.
+
+    Graded: one point per record at (sparsity, accuracy); a valid PNG is written to out_path.
+    """
+    raise NotImplementedError("plot_sparsity_vs_accuracy: write it in hw2/pruning.py (see its docstring)")
+
+
+def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np.ndarray:
+    """Draw which weights of one layer are kept and which are pruned, and save it as a PNG.
+
+    Args:
+        weight: a conv weight ``(C_out, C_in, kH, kW)`` (or a 2-D Linear weight);
+            zero entries count as pruned.
+        out_path: where to write the PNG.
+        title: figure title, e.g. ``"Omp_unstructured: features.14.weight"``.
+
+    Returns:
+        np.ndarray: the image drawn, shape ``(C_out, C_in * kH * kW)``, 1 where the
+        weight is kept (nonzero) and 0 where pruned; one row per filter.  Two
+        colours only (colour-blind safe): kept vs pruned.
+
+    Graded: the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; a valid PNG is written to out_path.
+    """
+    raise NotImplementedError("plot_mask: write it in hw2/pruning.py (see its docstring)")
+
+

@@ -1,0 +1,547 @@
+"""HW2 pruning functions: the part you write.
+
+Read the conventions in ``hw2/__init__.py`` first (mask: 1 = keep; sparsity:
+fraction of zeros; filter = output channel, ``dim=0``).  Each function below
+says what it takes, what it returns and, on its last line, which property the
+grader checks.  Work through them in file order; ``python main.py`` calls them.
+
+Useful tools: ``torch.nn.utils.prune.custom_from_mask`` (attach a mask so it
+survives training), ``hw2.models.prunable_weights`` (the Conv2d/Linear weights
+by name), ``hw2.train.train_epoch`` / ``evaluate`` / ``make_optimizer`` /
+``make_scheduler`` (the provided training loop).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures go to files; no screen needed
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import yaml
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+from torch import nn
+from torch.nn.utils import prune
+
+from hw2.models import prunable_weights
+from hw2.train import evaluate, make_optimizer, make_scheduler, train_epoch
+
+SPARSITY_TYPES = ("unstructured", "filter")
+MIN_IMP_ITERATIONS = 3
+# Colour-blind-safe pair (Okabe-Ito): blue = kept, orange = pruned.
+MASK_COLOURS = ("#E69F00", "#0072B2")  # index 0 = pruned, index 1 = kept
+FIGURE_DPI = 150
+
+# BEGIN SOLUTION
+def _check_sparsity_type(sparsity_type: str) -> None:
+    if sparsity_type not in SPARSITY_TYPES:
+        raise ValueError(f"unknown sparsity type {sparsity_type!r}; choose one of {', '.join(SPARSITY_TYPES)}")
+
+
+def _count_to_prune(n: int, sparsity: float) -> int:
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return int(round(float(sparsity) * n))
+
+
+def _module_of(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
+    module_name, _, tensor_name = param_name.rpartition(".")
+    return model.get_submodule(module_name), tensor_name
+
+
+def _following_batchnorm(model: nn.Module, conv_name: str) -> tuple[str, nn.Module] | None:
+    """The first BatchNorm registered after ``conv_name`` with one feature per filter of that conv."""
+    conv = model.get_submodule(conv_name)
+    seen_conv = False
+    for name, module in model.named_modules():
+        if name == conv_name:
+            seen_conv = True
+        elif seen_conv and isinstance(module, nn.BatchNorm2d) and module.num_features == conv.out_channels:
+            return name, module
+        elif seen_conv and isinstance(module, nn.Conv2d):
+            return None
+    return None
+
+
+def _attach_mask(module: nn.Module, tensor_name: str, mask: torch.Tensor) -> torch.Tensor:
+    """Attach ``mask`` with torch.nn.utils.prune (combined with an existing one); return the mask in force."""
+    prune.custom_from_mask(module, tensor_name, mask.to(getattr(module, tensor_name).device))
+    return getattr(module, tensor_name + "_mask").detach().clone()
+# END SOLUTION
+
+
+def read_prune_ratios_from_yaml(file_name: str | Path, model: nn.Module) -> dict[str, float]:
+    """Read layer-wise prune ratios from a YAML file and check them against ``model``.
+
+    The file's top-level key ``prune_ratios`` maps parameter names, exactly as in
+    ``model.named_parameters()`` (e.g. ``features.0.weight``), to ratios::
+
+        prune_ratios:
+          features.0.weight: 0.5
+          features.3.weight: 0.8
+
+    Args:
+        file_name: path of the YAML file.
+        model: the model the ratios are for; only its Conv2d and Linear weights
+            (``hw2.models.prunable_weights``) may be named.
+
+    Returns:
+        dict[str, float]: parameter name -> ratio, in file order.
+
+    Raises:
+        ValueError: malformed YAML (the message gives the line), no
+            ``prune_ratios`` mapping, a name the model does not have (the message
+            lists the valid names), or a ratio that is not a number in [0, 1)
+            (the message names the layer).
+
+    Graded: the returned dict equals the file's mapping; each of the three bad inputs raises ValueError.
+    """
+    # BEGIN SOLUTION
+    path = Path(file_name)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read prune-ratio file {path}: {exc.strerror or exc}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("prune_ratios"), dict):
+        raise ValueError(f"{path}: expected a top-level mapping 'prune_ratios: {{parameter name: ratio}}'")
+    valid = list(prunable_weights(model))
+    ratios: dict[str, float] = {}
+    for name, ratio in config["prune_ratios"].items():
+        if name not in valid:
+            raise ValueError(f"{path}: layer {name!r} is not a prunable weight of {type(model).__name__}; "
+                             f"valid names: {', '.join(valid)}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+            raise ValueError(f"{path}: ratio for {name!r} is {ratio!r}; it must be a number in [0, 1)")
+        ratios[name] = float(ratio)
+    return ratios
+    # END SOLUTION
+
+
+def unstructured_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Magnitude-prune individual weights: mark the smallest ``|w|`` for removal.
+
+    Args:
+        tensor: a weight of any shape, e.g. ``(C_out, C_in, kH, kW)``; not modified.
+        sparsity: fraction in [0, 1) of entries to prune.
+
+    Returns:
+        Tensor: mask of ``tensor``'s shape, dtype and device; 0 at the
+        ``round(sparsity * tensor.numel())`` entries of smallest magnitude, 1
+        elsewhere.  Ties are broken by flat index (the lower index is pruned first).
+
+    Graded: the mask has the input's shape; the number of zeros is floor or ceil of sparsity*n; every pruned |w| <= every kept |w|; the input is unchanged.
+    """
+    # BEGIN SOLUTION
+    k = _count_to_prune(tensor.numel(), sparsity)
+    flat_mask = torch.ones(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
+    if k > 0:
+        order = torch.argsort(tensor.detach().abs().flatten(), stable=True)  # ascending |w|
+        flat_mask[order[:k]] = 0
+    return flat_mask.view_as(tensor)
+    # END SOLUTION
+
+
+def filter_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune whole output filters (``dim=0``) with the smallest L2 norm.
+
+    Args:
+        tensor: a conv weight ``(C_out, C_in, kH, kW)`` (a 2-D ``(out, in)``
+            weight works the same, one row per output); not modified.
+        sparsity: fraction in [0, 1) of filters to prune.
+
+    Returns:
+        Tensor: mask of ``tensor``'s shape, dtype and device; every entry of the
+        ``round(sparsity * C_out)`` filters with the smallest L2 norm is 0, all
+        others 1.  Ties are broken by filter index (the lower one is pruned first).
+
+    Graded: the mask has the input's shape; whole filters only; floor or ceil of sparsity*C_out filters pruned; every pruned filter's L2 norm <= every kept one's; the input is unchanged.
+    """
+    # BEGIN SOLUTION
+    filters = tensor.shape[0]
+    k = _count_to_prune(filters, sparsity)
+    keep = torch.ones(filters, dtype=tensor.dtype, device=tensor.device)
+    if k > 0:
+        norms = tensor.detach().reshape(filters, -1).norm(p=2, dim=1)  # (C_out,)
+        keep[torch.argsort(norms, stable=True)[:k]] = 0
+    return keep.view(-1, *([1] * (tensor.dim() - 1))).expand_as(tensor).clone()
+    # END SOLUTION
+
+
+def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Compute a mask for every layer in ``prune_ratio_dict`` and apply it to ``model`` in place.
+
+    Masks are computed on the weights as they are now, so calling this again
+    with larger ratios prunes further (what iterative pruning does).  Apply them
+    so that they persist through training, e.g. with
+    ``torch.nn.utils.prune.custom_from_mask``.  For ``filter`` pruning, also
+    mask the scale and shift (``weight``, ``bias``) of each pruned filter's
+    BatchNorm channel, so the channel outputs exactly zero.
+
+    Args:
+        model: the network, modified in place.
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+        prune_ratio_dict: parameter name -> ratio (from ``read_prune_ratios_from_yaml``).
+
+    Returns:
+        dict[str, Tensor]: parameter name -> mask now in force (1 = keep), one for
+        every name in ``prune_ratio_dict`` (plus the BatchNorm ones for ``filter``).
+
+    Raises:
+        ValueError: unknown ``sparsity_type``.
+
+    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold).
+    """
+    # BEGIN SOLUTION
+    _check_sparsity_type(sparsity_type)
+    masks: dict[str, torch.Tensor] = {}
+    for name, ratio in prune_ratio_dict.items():
+        module, tensor_name = _module_of(model, name)
+        weight = getattr(module, tensor_name).detach()
+        if sparsity_type == "unstructured":
+            masks[name] = _attach_mask(module, tensor_name, unstructured_prune(weight, ratio))
+            continue
+        if weight.dim() != 4:
+            raise ValueError(f"filter pruning applies to conv weights; {name!r} has shape {tuple(weight.shape)}: "
+                             "remove it from the filter YAML or prune it unstructured")
+        masks[name] = _attach_mask(module, tensor_name, filter_prune(weight, ratio))
+        found = _following_batchnorm(model, name.rpartition(".")[0])
+        if found is not None:
+            bn_name, bn = found
+            channel_mask = masks[name].flatten(1)[:, 0].contiguous()  # (C_out,), 1 = filter kept
+            for bn_tensor in ("weight", "bias"):
+                masks[f"{bn_name}.{bn_tensor}"] = _attach_mask(bn, bn_tensor, channel_mask)
+    return masks
+    # END SOLUTION
+
+
+def test_sparsity(model: nn.Module, sparsity_type: str = "unstructured") -> dict:
+    """Measure, print and return the sparsity of every Conv2d and Linear weight.
+
+    Prints a table (one row per layer: name, zeros, total, sparsity; for
+    ``filter`` also all-zero filters / filters) and the overall sparsity.
+
+    Args:
+        model: the network (pruned with hooks, or with zeros made permanent).
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+
+    Returns:
+        dict with ``"overall"``: float, zero weights / all weights over every
+        Conv2d and Linear weight; ``"layers"``: dict name -> float sparsity of
+        that weight; and for ``filter`` also ``"zero_filters"``: dict name -> int,
+        the number of output filters whose weights are all zero.
+
+    Graded: "overall" and each "layers" value equal the exact fraction of zeros (BatchNorm and biases not counted); "zero_filters" counts all-zero filters.
+    """
+    # BEGIN SOLUTION
+    _check_sparsity_type(sparsity_type)
+    layers, zero_filters = {}, {}
+    zeros_total = weights_total = 0
+    rows = []
+    for name, weight in prunable_weights(model).items():
+        weight = weight.detach()
+        zeros = int((weight == 0).sum())
+        layers[name] = zeros / weight.numel()
+        zeros_total += zeros
+        weights_total += weight.numel()
+        row = f"{name:<24}{zeros:>12,}{weight.numel():>12,}{layers[name]:>10.4f}"
+        if sparsity_type == "filter":
+            zero_filters[name] = int((weight.reshape(weight.shape[0], -1) == 0).all(dim=1).sum())
+            row += f"{zero_filters[name]:>8}/{weight.shape[0]}"
+        rows.append(row)
+    overall = zeros_total / max(weights_total, 1)
+    header = f"{'layer':<24}{'zeros':>12}{'total':>12}{'sparsity':>10}" + ("  zero filters" if sparsity_type == "filter" else "")
+    print("\n".join([header, "-" * len(header), *rows, "-" * len(header),
+                     f"{'overall':<24}{zeros_total:>12,}{weights_total:>12,}{overall:>10.4f}"]))
+    report = {"overall": overall, "layers": layers}
+    if sparsity_type == "filter":
+        report["zero_filters"] = zero_filters
+    return report
+    # END SOLUTION
+
+
+def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                   loss_fn, train_loader, test_loader, num_epochs: int, device, scheduler=None,
+                   progress: bool = True) -> list[dict]:
+    """Retrain a pruned model for ``num_epochs`` while every pruned weight stays exactly zero.
+
+    Args:
+        model: the pruned network (masks from ``apply_pruning``).
+        prune_masks: parameter name -> mask (1 = keep), as returned by ``apply_pruning``.
+        optimizer: optimizer over ``model.parameters()``.
+        loss_fn: e.g. ``nn.CrossEntropyLoss()``.
+        train_loader, test_loader: batches of ``(images (B, 3, 32, 32), labels (B,))``.
+        num_epochs: passes over ``train_loader``.
+        device: where the model and batches are.
+        scheduler: optional per-step learning-rate scheduler.
+        progress: show a progress bar per epoch.
+
+    Returns:
+        list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
+        percent) and ``"test_accuracy"`` (percent).
+
+    Graded: afterwards every weight whose mask is 0 is exactly 0 and the unpruned weights have changed.
+    """
+    # BEGIN SOLUTION
+    for name, mask in prune_masks.items():  # masks not attached yet (e.g. zeros set by hand) get attached now
+        module, tensor_name = _module_of(model, name)
+        if not hasattr(module, tensor_name + "_mask"):
+            _attach_mask(module, tensor_name, mask)
+    history = []
+    for epoch in range(num_epochs):
+        stats = train_epoch(model, train_loader, optimizer, loss_fn, device, scheduler,
+                            desc=f"retrain {epoch + 1}/{num_epochs}", progress=progress)
+        stats["test_accuracy"] = evaluate(model, test_loader, device)
+        history.append(stats)
+    return history
+    # END SOLUTION
+
+
+def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float], *,
+                            train_loader, test_loader, epochs: int, device, lr: float = 0.01,
+                            weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """One-shot magnitude pruning (OMP): prune once to the target ratios, then masked retraining.
+
+    Args:
+        model: the trained dense network, pruned in place.
+        sparsity_type: ``"unstructured"`` or ``"filter"``.
+        prune_ratio_dict: parameter name -> target ratio.
+        train_loader, test_loader, device: as in ``masked_retrain``.
+        epochs: retraining epochs.
+        lr: peak learning rate of the retraining (SGD, cosine decay).
+        weight_decay: L2 penalty on conv/linear weights.
+        progress: show progress bars.
+
+    Returns:
+        list[dict]: one entry (one pruning step) with ``"iteration"`` (1),
+        ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
+        ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
+
+    Graded: the model is pruned once (one entry) to the given ratios and retrained with the masks kept.
+    """
+    # BEGIN SOLUTION
+    _check_sparsity_type(sparsity_type)
+    return [_prune_and_retrain(model, sparsity_type, dict(prune_ratio_dict), 1, train_loader, test_loader,
+                               epochs, device, lr, weight_decay, progress)]
+    # END SOLUTION
+
+
+def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[str, float], *,
+                              iterations: int = 3, train_loader, test_loader, epochs: int, device,
+                              lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """Iterative magnitude pruning (IMP): ``iterations`` rounds of (prune a bit more, masked retraining).
+
+    Each layer's ratio grows every round and lands exactly on its target in the
+    last round (the reference removes the same fraction of the remaining
+    weights each round: ratio_t = 1 - (1 - target) ** (t / iterations)).
+
+    Args:
+        model, sparsity_type, prune_ratio_dict, train_loader, test_loader, device,
+        lr, weight_decay, progress: as in ``oneshot_magnitude_prune``.
+        iterations: number of prune-retrain rounds, at least 3.
+        epochs: retraining epochs per round.
+
+    Returns:
+        list[dict]: one entry per round, keys as in ``oneshot_magnitude_prune``;
+        the last round's ``"ratios"`` equal ``prune_ratio_dict``.
+
+    Raises:
+        ValueError: ``iterations`` < 3.
+
+    Graded: at least 3 rounds (fewer raises ValueError); ratios never decrease; the last round lands exactly on the target.
+    """
+    # BEGIN SOLUTION
+    _check_sparsity_type(sparsity_type)
+    if iterations < MIN_IMP_ITERATIONS:
+        raise ValueError(f"iterative pruning needs at least {MIN_IMP_ITERATIONS} iterations, got {iterations}; "
+                         f"pass --iterations {MIN_IMP_ITERATIONS} or more")
+    log = []
+    for step in range(1, iterations + 1):
+        ratios = {name: (target if step == iterations else 1.0 - (1.0 - target) ** (step / iterations))
+                  for name, target in prune_ratio_dict.items()}
+        log.append(_prune_and_retrain(model, sparsity_type, ratios, step, train_loader, test_loader,
+                                      epochs, device, lr, weight_decay, progress))
+    return log
+    # END SOLUTION
+
+
+# BEGIN SOLUTION
+def _prune_and_retrain(model, sparsity_type, ratios, step, train_loader, test_loader, epochs, device, lr,
+                       weight_decay, progress) -> dict:
+    masks = apply_pruning(model, sparsity_type, ratios)
+    sparsity = test_sparsity(model, sparsity_type)["overall"]
+    before = evaluate(model, test_loader, device)
+    optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
+    scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
+    history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
+                             epochs, device, scheduler, progress)
+    after = history[-1]["test_accuracy"] if history else before
+    print(f"step {step}: sparsity {sparsity:.4f}, accuracy {before:.2f}% -> {after:.2f}% after {epochs} epoch(s)")
+    return {"iteration": step, "ratios": ratios, "sparsity": sparsity,
+            "accuracy_before_retrain": before, "accuracy": after}
+# END SOLUTION
+
+
+def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
+    """Physically remove pruned filters: return a new, smaller dense model with the same outputs.
+
+    For every conv, the all-zero output filters go, together with their
+    BatchNorm channel (``weight``, ``bias``, ``running_mean``, ``running_var``)
+    and the matching input channels of the next conv (or input features of the
+    Linear classifier).  ``model`` itself is left as it is.
+
+    Args:
+        model: a filter-pruned VGG-style network (``features`` then ``classifier``),
+            masks attached or made permanent.
+
+    Returns:
+        nn.Module: a new model with plain parameters, smaller ``out_channels`` /
+        ``num_features`` / ``in_channels`` / ``in_features``, whose outputs in
+        eval mode equal ``model``'s (max abs difference <= 1e-4).
+
+    Questions (answer them in ``hw2/answers.md``):
+        1. After removing the pruned filters *and* the matching input channels
+           of the next layer, what happens to the sparsity of the remaining
+           model, and to its parameter count?  Why?
+        2. Does accuracy go down, up, or stay the same after the removal?  Why?
+           (Think about what a pruned filter's BatchNorm shift does.)
+        3. Would the same hold for a ResNet?  Why or why not?
+        4. Why does unstructured sparsity give no speed-up on a GPU, while the
+           compacted filter-pruned model does?
+
+    Graded: the result has fewer parameters (exactly the expected count), no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode).
+    """
+    # BEGIN SOLUTION
+    from hw2.models import make_pruning_permanent
+
+    source = make_pruning_permanent(copy.deepcopy(model))
+    compact = copy.deepcopy(source)
+    keep_in = None  # input channels of the next layer that survive
+    layers = list(compact.features)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            weight = layer.weight.data
+            if keep_in is not None:
+                weight = weight[:, keep_in]
+            keep_out = weight.reshape(weight.shape[0], -1).ne(0).any(dim=1).nonzero().flatten()
+            if keep_out.numel() == 0:
+                keep_out = torch.zeros(1, dtype=torch.long, device=weight.device)  # keep one (zero) channel
+            new_conv = nn.Conv2d(len(weight[0]), len(keep_out), layer.kernel_size, layer.stride, layer.padding,
+                                 layer.dilation, layer.groups, bias=layer.bias is not None).to(weight.device)
+            new_conv.weight.data.copy_(weight[keep_out])
+            if layer.bias is not None:
+                new_conv.bias.data.copy_(layer.bias.data[keep_out])
+            compact.features[i] = new_conv
+            keep_in = keep_out
+        elif isinstance(layer, nn.BatchNorm2d) and keep_in is not None:
+            new_bn = nn.BatchNorm2d(len(keep_in), eps=layer.eps, momentum=layer.momentum).to(layer.weight.device)
+            for tensor_name in ("weight", "bias"):
+                getattr(new_bn, tensor_name).data.copy_(getattr(layer, tensor_name).data[keep_in])
+            for buffer in ("running_mean", "running_var"):
+                getattr(new_bn, buffer).copy_(getattr(layer, buffer)[keep_in])
+            new_bn.num_batches_tracked.copy_(layer.num_batches_tracked)
+            compact.features[i] = new_bn
+    if keep_in is not None:
+        old = compact.classifier
+        new_fc = nn.Linear(len(keep_in), old.out_features, bias=old.bias is not None).to(old.weight.device)
+        new_fc.weight.data.copy_(old.weight.data[:, keep_in])
+        if old.bias is not None:
+            new_fc.bias.data.copy_(old.bias.data)
+        compact.classifier = new_fc
+    compact.train(model.training)
+    return compact
+    # END SOLUTION
+
+
+def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_accuracy: float | None = None,
+                              title: str = "VGG13 on CIFAR-10: accuracy vs sparsity") -> list[tuple[str, float, float]]:
+    """Draw one point per pruned model at (overall sparsity, test accuracy) and save it as a PNG.
+
+    Args:
+        records: one dict per model with ``"label"`` (e.g. ``"Omp_unstructured"``),
+            ``"sparsity"`` (fraction) and ``"accuracy"`` (percent).
+        out_path: where to write the PNG.
+        dense_accuracy: if given, drawn as a horizontal reference line.
+        title: figure title.
+
+    Returns:
+        list of ``(label, sparsity, accuracy)``: exactly the points drawn, in ``records`` order.
+
+    Graded: one point per record at (sparsity, accuracy); a valid PNG is written to out_path.
+    """
+    # BEGIN SOLUTION
+    points = [(str(r["label"]), float(r["sparsity"]), float(r["accuracy"])) for r in records]
+    markers = {"unstructured": "o", "filter": "s"}
+    colours = {"Omp": "#0072B2", "Imp": "#D55E00"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, sparsity, accuracy in points:
+        method, _, kind = label.partition("_")
+        ax.scatter([sparsity * 100], [accuracy], s=60, marker=markers.get(kind, "D"),
+                   color=colours.get(method, "#009E73"), label=f"{label} ({accuracy:.2f}%)", zorder=3)
+    if dense_accuracy is not None:
+        ax.axhline(dense_accuracy, color="#555555", linestyle="--", linewidth=1, label=f"dense ({dense_accuracy:.2f}%)")
+    ax.set_xlabel("overall sparsity of conv + linear weights (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if points or dense_accuracy is not None:
+        ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    _save_figure(fig, out_path)
+    return points
+    # END SOLUTION
+
+
+def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np.ndarray:
+    """Draw which weights of one layer are kept and which are pruned, and save it as a PNG.
+
+    Args:
+        weight: a conv weight ``(C_out, C_in, kH, kW)`` (or a 2-D Linear weight);
+            zero entries count as pruned.
+        out_path: where to write the PNG.
+        title: figure title, e.g. ``"Omp_unstructured: features.14.weight"``.
+
+    Returns:
+        np.ndarray: the image drawn, shape ``(C_out, C_in * kH * kW)``, 1 where the
+        weight is kept (nonzero) and 0 where pruned; one row per filter.  Two
+        colours only (colour-blind safe): kept vs pruned.
+
+    Graded: the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; a valid PNG is written to out_path.
+    """
+    # BEGIN SOLUTION
+    image = (weight.detach().cpu() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    ax.imshow(image, cmap=ListedColormap(MASK_COLOURS), vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_xlabel("input channel x kernel position (C_in x kH x kW)")
+    ax.set_ylabel("output filter")
+    kept = image.mean() * 100
+    ax.set_title(f"{title}\nkept {kept:.1f}% (blue), pruned {100 - kept:.1f}% (orange)" if title else
+                 f"kept {kept:.1f}% (blue), pruned {100 - kept:.1f}% (orange)", fontsize=10)
+    handles = [Patch(color=MASK_COLOURS[1], label="kept"),
+               Patch(color=MASK_COLOURS[0], label="pruned")]
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    _save_figure(fig, out_path)
+    return image
+    # END SOLUTION
+
+
+# BEGIN SOLUTION
+def _save_figure(fig, out_path) -> None:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=FIGURE_DPI)
+    plt.close(fig)
+# END SOLUTION
