@@ -96,3 +96,31 @@ def make_pruning_permanent(model: nn.Module) -> nn.Module:
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
     return model
+
+
+def copy_without_pruning(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every pruning mask folded in (plain parameters, zeros in place).
+
+    ``copy.deepcopy`` alone fails on a model pruned with ``torch.nn.utils.prune``
+    (its masked ``weight`` is a computed, non-leaf tensor); ``model`` is left as it is.
+    """
+    import copy
+
+    from torch.nn.utils import prune
+
+    computed = [(module, hook._tensor_name, getattr(module, hook._tensor_name))
+                for module in model.modules() for hook in module._forward_pre_hooks.values()
+                if isinstance(hook, prune.BasePruningMethod)]
+    for module, name, _ in computed:
+        delattr(module, name)
+    try:
+        clone = copy.deepcopy(model)
+    finally:
+        for module, name, value in computed:
+            setattr(module, name, value)
+    with torch.no_grad():
+        for module in clone.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
+    return make_pruning_permanent(clone)

@@ -12,8 +12,6 @@ by name), ``hw2.train.train_epoch`` / ``evaluate`` / ``make_optimizer`` /
 """
 from __future__ import annotations
 
-import copy
-import math
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +26,7 @@ from matplotlib.patches import Patch
 from torch import nn
 from torch.nn.utils import prune
 
-from hw2.models import prunable_weights
+from hw2.models import copy_without_pruning, prunable_weights
 from hw2.train import evaluate, make_optimizer, make_scheduler, train_epoch
 
 SPARSITY_TYPES = ("unstructured", "filter")
