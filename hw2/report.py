@@ -21,7 +21,6 @@ image, for the input shape given.
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import math
@@ -41,7 +40,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
 
 from hw2.checkpoint import CheckpointError, load_checkpoint, write_json  # noqa: E402
-from hw2.models import make_pruning_permanent, prunable_weights  # noqa: E402
+from hw2.models import copy_without_pruning, prunable_weights  # noqa: E402
 
 # The lab's efficiency score normalises by a reference model's size and work.
 SCORE_PARAM_REFERENCE = 5.6e6  # weights
@@ -177,13 +176,13 @@ def serialized_size(obj) -> int:
 
 def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict with any pruning masks folded in (zeros in place), on the CPU."""
-    plain = make_pruning_permanent(copy.deepcopy(model))
+    plain = copy_without_pruning(model)
     return {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()}
 
 
 def _masked_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict as while pruning is in progress: ``weight_orig`` plus a float ``weight_mask`` per prunable weight."""
-    masked = copy.deepcopy(model)
+    masked = copy_without_pruning(model)
     for name, weight in prunable_weights(masked).items():
         module_name = name.rpartition(".")[0]
         module = masked.get_submodule(module_name) if module_name else masked
@@ -272,7 +271,7 @@ def file_sizes(model: nn.Module, compact=None) -> FileSizes:
     """
     plain = _plain_state_dict(model)
     names = [k for k in prunable_weights(model)]
-    dense_model = make_pruning_permanent(copy.deepcopy(model))
+    dense_model = copy_without_pruning(model)
     with torch.no_grad():
         for weight in prunable_weights(dense_model).values():
             weight.copy_(torch.where(weight == 0, torch.ones_like(weight), weight))  # no zeros: a dense file
@@ -316,7 +315,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}")
     device = torch.device(device)
-    model = copy.deepcopy(model).to(device).eval()
+    model = copy_without_pruning(model).to(device).eval()
     x = torch.randn(batch_size, *input_shape, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -410,7 +409,7 @@ def report_model(model: nn.Module, arch: str = "vgg13", input_shape: tuple[int, 
                  repeats: int = 30, warmup: int = 5, with_compacted_latency: bool = True) -> dict:
     """Every figure of the report for one model, as a JSON-ready dict."""
     input_shape = tuple(input_shape or DEFAULT_INPUT_SHAPES.get(arch, (3, 32, 32)))
-    model = make_pruning_permanent(copy.deepcopy(model)).eval()
+    model = copy_without_pruning(model).eval()
     weights = count_parameters(model, prunable_only=True)
     macs = count_macs(model, input_shape)
     p_s, p_u = pruning_ratios(model)

@@ -179,3 +179,14 @@ def test_cli_missing_file_is_a_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "nope.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.pt" in err and "\n" not in err
+
+
+def test_report_model_works_on_a_model_with_masks_still_attached():
+    model = small_vgg()
+    for name, weight in prunable_weights(model).items():
+        module = model.get_submodule(name.rpartition(".")[0])
+        prune.custom_from_mask(module, "weight", (weight.detach().abs() > weight.detach().abs().median()).float())
+    r = report.report_model(model, "vgg13", batch_sizes=(1,), repeats=1, warmup=0)
+    assert r["p_unstructured"] == pytest.approx(0.5, abs=0.02)
+    assert r["file_bytes"]["masked"] > r["file_bytes"]["permanent"]
+    assert hasattr(model.features[0], "weight_mask")  # the model given is left as it was
