@@ -25,7 +25,7 @@ from hw2 import REPO_ROOT  # noqa: E402
 from hw2 import pruning  # noqa: E402
 from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
-from hw2.models import VGG13, build_model, make_pruning_permanent  # noqa: E402
+from hw2.models import VGG13, build_model, build_model_for_images, make_pruning_permanent  # noqa: E402
 from hw2.train import (add_run_args, default_batch_size, evaluate, fit, prepare_model, resolve_device,  # noqa: E402
                        scaled_lr, seed_everything)
 
@@ -35,6 +35,11 @@ DEFAULT_CONFIGS = {kind: REPO_ROOT / "configs" / f"{kind}_{target:.2f}.yaml" for
 DEFAULT_PRETRAINED = REPO_ROOT / "pretrained" / "vgg13_cifar10.pt"
 RUN_LOG = "run_log.json"
 COMPARISON_FIGURE = "sparsity_vs_accuracy.png"
+
+
+def arch_title(arch: str) -> str:
+    """How figures and messages name the network: ``VGG13`` for the homework's, else the ``--arch`` name."""
+    return "VGG13" if arch == "vgg13" else arch
 
 
 def model_label(method: str, sparsity_type: str) -> str:
@@ -47,13 +52,21 @@ def model_file_name(method: str, sparsity_type: str, sparsity: float, accuracy: 
     return f"{model_label(method, sparsity_type)}_{sparsity:.2f}_acc_{accuracy:.2f}.pt"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags get one line that names the problem (and where to look), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see python main.py --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python main.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prune the pretrained VGG13 on CIFAR-10 with your functions from hw2/pruning.py.",
         epilog="example: python main.py --method imp --type filter --epochs 2 --iterations 3")
-    parser.add_argument("--method", required=True, choices=[*METHODS, "all"],
-                        help="omp: prune once then retrain; imp: prune in --iterations rounds; all: both (and both types unless --type)")
+    parser.add_argument("--method", required=True, choices=[*METHODS, "all", "sweep"],
+                        help="omp: prune once then retrain; imp: prune in --iterations rounds; all: both (and both types unless --type); "
+                             "sweep: prune at each --sweep-ratios without retraining (see hw2/sweep.py)")
     parser.add_argument("--type", dest="sparsity_type", choices=sorted(TARGETS),
                         help="unstructured (target 0.80 overall) or filter (target 0.40); required unless --method all")
     parser.add_argument("--config", type=Path,
@@ -66,16 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense checkpoint to start from (default: pretrained/vgg13_cifar10.pt; with --dataset synthetic "
                              "and no file given, a dense model is trained on the synthetic data first)")
     parser.add_argument("--dense-epochs", type=int, default=6,
-                        help="epochs of that synthetic dense training (default: %(default)s)")
+                        help="epochs of that dense training, also used for --arch other than vgg13 without --pretrained (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results",
                         help="folder for models, figures and run_log.json (default: results/ at the repo root)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
+    parser.add_argument("--sweep-ratios", type=float, nargs="+", default=None, metavar="RATIO",
+                        help="--method sweep: per-layer prune ratios in [0, 1) (default: 0 .25 .5 .6 .7 .8 .9 .95 .97 .99)")
     add_run_args(parser)
     return parser
 
 
 def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
     """(method, type, config) for every model this run makes; checks flag combinations first."""
+    if args.method == "sweep":  # no retraining, no YAML: the sweep sets one ratio for every layer
+        if any(not 0.0 <= r < 1.0 for r in args.sweep_ratios or ()):
+            parser.error(f"--sweep-ratios must each be in [0, 1), got {args.sweep_ratios}")
+        return []
+    if args.arch != "vgg13" and args.config is None:
+        parser.error(f"--arch {args.arch} needs --config: the default YAML files name VGG13's layers")
     if args.method != "all" and args.sparsity_type is None:
         parser.error("--type is required with --method omp/imp (unstructured or filter)")
     if args.config is not None and args.sparsity_type is None:
@@ -92,6 +113,9 @@ def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
 def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
     """The dense starting model and a line saying where it came from."""
     path = args.pretrained or DEFAULT_PRETRAINED
+    image_shape = tuple(data.train_images.shape[1:])  # (C, H, W)
+    if args.arch != "vgg13":  # pretrained/ holds VGG13's file only: other architectures are trained first unless --pretrained
+        return load_or_train_dense(args, data, image_shape, device, train_loader, test_loader)
     if path.is_file() or args.pretrained is not None or args.dataset != "synthetic":
         if not path.is_file():
             raise CheckpointError(f"pretrained checkpoint {path} not found; train it with 'python -m hw2.train --out {path}' "
@@ -105,6 +129,23 @@ def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[tor
     fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
         label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
     return model, f"trained on synthetic data for {args.dense_epochs} epochs (no --pretrained given)"
+
+
+def load_or_train_dense(args, data, image_shape, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
+    """For ``--arch`` other than VGG13: load ``--pretrained`` into that architecture, or train it for ``--dense-epochs``."""
+    model = build_model_for_images(args.arch, data.num_classes, image_shape)
+    if args.pretrained is not None:
+        state_dict, _ = load_checkpoint(args.pretrained)
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{args.pretrained} does not fit --arch {args.arch} on {data.name}: "
+                                  f"{str(exc).strip().splitlines()[0]}") from None
+        return prepare_model(model, device), f"loaded {args.pretrained}"
+    model = prepare_model(model, device)
+    fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
+        label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
+    return model, f"trained on {data.name} for {args.dense_epochs} epochs (no --pretrained given)"
 
 
 def default_mask_layer(ratios: dict[str, float]) -> str:
@@ -129,7 +170,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_
     report = pruning.test_sparsity(model, sparsity_type)
     accuracy = evaluate(model, test_loader, device, exact=True)  # float32, as the grader re-measures it
     name = model_file_name(method, sparsity_type, report["overall"], accuracy)
-    entry = {"file": name, "label": label, "method": method, "type": sparsity_type, "config": str(config),
+    entry = {"file": name, "label": label, "arch": args.arch, "method": method, "type": sparsity_type, "config": str(config),
              "target": TARGETS[sparsity_type], "ratios": ratios, "sparsity": report["overall"],
              "layer_sparsity": report["layers"], "accuracy": accuracy,
              "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
@@ -141,7 +182,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_
     mask_layer = default_mask_layer(ratios)
     weight = model.get_submodule(mask_layer.rpartition(".")[0]).weight
     pruning.plot_mask(weight, args.out / f"mask_{label}.png",
-                      title=f"VGG13 {label} ({report['overall']:.2f} sparsity): {mask_layer}")
+                      title=f"{arch_title(args.arch)} {label} ({report['overall']:.2f} sparsity): {mask_layer}")
     print(f"saved {args.out / name} ({seconds:.0f} s)")
     return entry
 
@@ -153,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         seed_everything(args.seed)
-        blank = build_model("vgg13", num_classes=10)
+        blank = build_model(args.arch, num_classes=10)
         ratios = {config: pruning.read_prune_ratios_from_yaml(config, blank) for _, _, config in jobs}  # fail before training
         data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
         batch_size = args.batch_size or default_batch_size(args.dataset)
@@ -164,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dense_accuracy = evaluate(dense, test_loader, device, exact=True)
     print(f"data: {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test images) on {device}")
-    print(f"dense VGG13 {origin}: test accuracy {dense_accuracy:.2f}%")
+    print(f"dense {arch_title(args.arch)} {origin}: test accuracy {dense_accuracy:.2f}%")
+    if args.method == "sweep":
+        from hw2.sweep import SWEEP_RATIOS, run_sweep
+
+        run_sweep(dense, test_loader, device, args.out, args.arch, data.name, tuple(args.sweep_ratios or SWEEP_RATIOS),
+                  args.sparsity_type or "unstructured", origin)
+        return 0
 
     log_path = args.out / RUN_LOG
     log = {"models": {}}
@@ -174,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             log = json.loads(log_path.read_text())
         except ValueError:
             print(f"warning: {log_path} is not valid JSON; starting a new run log", file=sys.stderr)
-    log.update({"dataset": data.name, "device": str(device), "torch": torch.__version__, "seed": args.seed,
+    log.update({"arch": args.arch, "dataset": data.name, "device": str(device), "torch": torch.__version__, "seed": args.seed,
                 "dense_accuracy": dense_accuracy, "dense_origin": origin, "batch_size": batch_size})
     log.setdefault("models", {})
     for method, sparsity_type, config in jobs:
@@ -184,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records = list(log["models"].values())
     pruning.plot_sparsity_vs_accuracy(records, args.out / COMPARISON_FIGURE, dense_accuracy,
-                                      title=f"VGG13 on {data.name}: OMP vs IMP, unstructured vs filter")
+                                      title=f"{arch_title(args.arch)} on {data.name}: OMP vs IMP, unstructured vs filter")
     print(f"\n{'model':<20}{'sparsity':>9}{'before':>9}{'after':>9}{'drop':>7}{'seconds':>9}")
     for r in records:
         print(f"{r['label']:<20}{r['sparsity']:>9.4f}{r['accuracy_before_retrain']:>9.2f}{r['accuracy']:>9.2f}"
