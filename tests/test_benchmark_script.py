@@ -1,0 +1,19 @@
+"""The training-speed benchmark runs and reports both paths (figures, not timing assertions)."""
+import json
+import subprocess
+import sys
+
+from grader.solution import REPO_ROOT
+
+
+def test_train_speed_benchmark_prints_both_paths_and_their_ratio(tmp_path):
+    out = tmp_path / "speed.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "train_speed.py"), "--dataset", "synthetic",
+                             "--max-images", "64", "--batch-size", "32", "--epochs", "1", "--workers", "0",
+                             "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for path in ("fast", "dataloader"):
+        assert figures[path]["seconds_per_epoch"] > 0 and figures[path]["images_per_second"] > 0
+        assert f"{path}" in result.stdout
+    assert figures["images_per_epoch"] == 64 and figures["speedup"] > 0
