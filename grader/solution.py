@@ -12,6 +12,7 @@ Commands::
 
     python -m grader.solution DIR              # write a complete copy of the project with the reference in place
     python -m grader.solution --branch solution  # commit that tree to git branch 'solution' (working tree untouched)
+    python -m grader.solution --release DIR    # write the student release: the project without solution/
     python -m grader.solution --write-stubs    # regenerate the stubs in hw2/ from solution/
     python -m grader.solution --check          # exit 1 if the stubs in hw2/ have drifted from solution/
 """
@@ -128,14 +129,31 @@ def project_files(root: Path = REPO_ROOT) -> list[Path]:
                   if p.parts[0] not in EXCLUDED_TOP and "__pycache__" not in p.parts and (root / p).is_file())
 
 
-def export(dest: Path, root: Path = REPO_ROOT) -> Path:
-    """Write a complete copy of the project with the reference solution in place; returns ``dest``."""
+def _prepare_destination(dest: Path, root: Path) -> Path:
     dest = Path(dest).resolve()
     if dest == root.resolve() or root.resolve() in dest.parents and dest.relative_to(root.resolve()).parts[0] not in EXCLUDED_TOP:
         raise ValueError(f"export destination {dest} is inside the project; choose a directory outside it")
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"export destination {dest} is not empty; choose a new or empty directory")
     dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def export_student(dest: Path, root: Path = REPO_ROOT) -> Path:
+    """Write the student release: the project without ``solution/`` (stubs checked up to date first)."""
+    drift = drifted_stubs(root)
+    if drift:
+        raise ValueError(f"stubs out of date with solution/: {', '.join(map(str, drift))}; run python -m grader.solution --write-stubs")
+    dest = _prepare_destination(dest, root)
+    for rel in project_files(root):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest / rel)
+    return dest
+
+
+def export(dest: Path, root: Path = REPO_ROOT) -> Path:
+    """Write a complete copy of the project with the reference solution in place; returns ``dest``."""
+    dest = _prepare_destination(dest, root)
     for rel in project_files(root):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dest / rel)
@@ -185,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.solution", description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", nargs="?", type=Path, help="write a complete copy of the project with the reference in place")
     parser.add_argument("--branch", metavar="NAME", help="create or update git branch NAME holding that tree")
+    parser.add_argument("--release", metavar="DIR", type=Path, help="write the student release (no solution/) to DIR")
     parser.add_argument("--write-stubs", action="store_true", help="regenerate the student stubs in hw2/ from solution/")
     parser.add_argument("--check", action="store_true", help="exit 1 if the stubs have drifted from solution/")
     args = parser.parse_args(argv)
-    if not (args.dest or args.branch or args.write_stubs or args.check):
-        parser.error("give DIR, --branch NAME, --write-stubs or --check")
+    if not (args.dest or args.branch or args.release or args.write_stubs or args.check):
+        parser.error("give DIR, --branch NAME, --release DIR, --write-stubs or --check")
     try:
         if args.write_stubs:
             for rel in write_stubs():
@@ -203,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print("stubs match solution/")
         if args.dest:
             print(f"exported the reference solution to {export(args.dest)}")
+        if args.release:
+            print(f"wrote the student release to {export_student(args.release)}")
         if args.branch:
             print(f"branch {args.branch} -> {update_branch(args.branch)[:12]}")
     except (ValueError, RuntimeError) as exc:

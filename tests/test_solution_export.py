@@ -116,3 +116,14 @@ def test_branch_holds_exactly_the_exported_tree(tmp_path):
     assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""
     again = run()  # unchanged tree: same commit, no new one
     assert again.returncode == 0 and first.stdout == again.stdout
+
+
+def test_student_release_has_the_stubs_and_no_reference(tmp_path):
+    release = solution.export_student(tmp_path / "release")
+    assert not (release / "solution").exists()
+    assert (release / "hw2" / "pruning.py").read_bytes() == STUB_MODULE.read_bytes()
+    lines = SOLUTION_MODULE.read_text().splitlines()
+    blocks = ["\n".join(lines[begin + 1:end]) for begin, end, _ in solution._blocks(lines)]
+    released = "\n".join(p.read_text(errors="ignore") for p in release.rglob("*") if p.is_file())
+    assert solution.BEGIN not in released
+    assert not [block for block in blocks if block.strip() and block in released], "reference code leaked into the release"
