@@ -1,0 +1,70 @@
+"""Data loading and the on-device augmentation."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from grader.solution import REPO_ROOT
+from hw2.data import DataError, DeviceLoader, load_cifar10, make_loaders, make_synthetic, random_crop_flip
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
+    torch.manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is recognisable
+    out = random_crop_flip(images, pad=2, generator=torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    flipped = 0
+    for i in range(64):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 10 < flipped < 54, "flips should happen about half the time"
+
+
+def test_device_loader_normalises_and_covers_every_image_once_per_epoch():
+    data = make_synthetic(num_train=100, num_test=30, seed=0)
+    loader = DeviceLoader(data.train_images, data.train_labels, 32, data.mean, data.std, train=True, seed=0, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3 and all(x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 for x, _ in batches)
+    test = DeviceLoader(data.test_images, data.test_labels, 16, data.mean, data.std, train=False)
+    labels = torch.cat([y for _, y in test])
+    assert torch.equal(labels, data.test_labels), "the test loader keeps order and drops nothing"
+    x = torch.cat([x for x, _ in test])
+    expected = (data.test_images.float() / 255 - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    assert torch.allclose(x, expected, atol=1e-5)
+
+
+def test_loaders_are_reproducible_with_a_seed():
+    data = make_synthetic(num_train=64, num_test=16, seed=0)
+    first = [y for _, y in make_loaders(data, 16, "cpu", seed=3)[0]]
+    second = [y for _, y in make_loaders(data, 16, "cpu", seed=3)[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_synthetic_data_is_deterministic_and_cifar_shaped():
+    a, b = make_synthetic(seed=5), make_synthetic(seed=5)
+    assert torch.equal(a.train_images, b.train_images) and a.train_images.shape[1:] == (3, 32, 32)
+    assert a.train_images.dtype == torch.uint8 and set(a.train_labels.tolist()) == set(range(10))
+
+
+def test_missing_cifar10_without_download_names_the_fix(tmp_path):
+    with pytest.raises(DataError, match="--dataset synthetic"):
+        load_cifar10(tmp_path, download=False)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file(), reason="../shared/data/cifar10-jpeg.tar.gz not present")
+def test_reads_the_cifar10_jpeg_copy_whose_md5_differs_from_the_official(tmp_path):
+    subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path)], check=True, capture_output=True)
+    data = load_cifar10(tmp_path, download=False)
+    assert data.train_images.shape == (50000, 3, 32, 32) and data.test_images.shape == (10000, 3, 32, 32)
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    mean = data.train_images[:5000].float().div(255).mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.tensor(data.mean), atol=0.01)
