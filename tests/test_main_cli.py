@@ -151,3 +151,11 @@ def assert_one_line_error(result, needle, out):
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr[-2000:]
     assert not out.exists() or not any(out.iterdir()), f"files left behind: {list(out.iterdir())}"
+
+
+def test_on_the_stubs_main_names_the_function_to_write(tmp_path):
+    from grader.solution import REPO_ROOT
+
+    out = tmp_path / "out"
+    result = run_main(REPO_ROOT, "--method", "omp", "--type", "filter", "--out", str(out), *FAST)
+    assert_one_line_error(result, "read_prune_ratios_from_yaml: write it in hw2/pruning.py", out)
