@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     records = list(log["models"].values())
     pruning.plot_sparsity_vs_accuracy(records, args.out / COMPARISON_FIGURE, dense_accuracy,
-                                      title=f"{arch_title(args.arch)} on {data.name}: OMP vs IMP, unstructured vs filter")
+                                      title=f"{arch_title(args.arch)} on {data.name}: OMP vs IMP, unstructured (target sparsity "
+                                            f"{TARGETS['unstructured']:.2f}) vs filter (target {TARGETS['filter']:.2f})")
     print(f"\n{'model':<20}{'sparsity':>9}{'before':>9}{'after':>9}{'drop':>7}{'seconds':>9}")
     for r in records:
         print(f"{r['label']:<20}{r['sparsity']:>9.4f}{r['accuracy_before_retrain']:>9.2f}{r['accuracy']:>9.2f}"

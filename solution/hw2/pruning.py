@@ -478,21 +478,24 @@ def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_a
     # BEGIN SOLUTION
     points = [(str(r["label"]), float(r["sparsity"]), float(r["accuracy"])) for r in records]
     markers = {"unstructured": "o", "filter": "s"}
-    colours = {"Omp": "#0072B2", "Imp": "#D55E00"}
+    colours = {"Omp": "#0072B2", "Imp": "#D55E00"}  # Okabe-Ito blue / vermillion
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for label, sparsity, accuracy in points:
         method, _, kind = label.partition("_")
-        ax.scatter([sparsity * 100], [accuracy], s=60, marker=markers.get(kind, "D"),
-                   color=colours.get(method, "#009E73"), label=f"{label} ({accuracy:.2f}%)", zorder=3)
+        colour = colours.get(method, "#009E73")
+        filled = method != "Imp"  # IMP hollow and larger: OMP and IMP at the same point both stay visible
+        ax.scatter([sparsity * 100], [accuracy], s=60 if filled else 130, marker=markers.get(kind, "D"),
+                   facecolors=colour if filled else "none", edgecolors=colour, linewidths=2,
+                   label=f"{label} ({100 * sparsity:.1f}% sparse, {accuracy:.2f}%)", zorder=3)
     if dense_accuracy is not None:
         ax.axhline(dense_accuracy, color="#555555", linestyle="--", linewidth=1, label=f"dense ({dense_accuracy:.2f}%)")
     ax.set_xlabel("overall sparsity of conv + linear weights (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlim(0, 100)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     if points or dense_accuracy is not None:
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     _save_figure(fig, out_path)
     return points
@@ -519,14 +522,14 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
     image = (weight.detach().cpu() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()
     fig, ax = plt.subplots(figsize=(7, 4.4))
     ax.imshow(image, cmap=ListedColormap(MASK_COLOURS), vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_xlabel("input channel x kernel position (C_in x kH x kW)")
-    ax.set_ylabel("output filter")
+    ax.set_xlabel(f"weight index within the filter (C_in x kH x kW = {image.shape[1]})")
+    ax.set_ylabel(f"output filter index (C_out = {image.shape[0]})")
     kept = image.mean() * 100
     ax.set_title(f"{title}\nkept {kept:.1f}% (blue), pruned {100 - kept:.1f}% (orange)" if title else
                  f"kept {kept:.1f}% (blue), pruned {100 - kept:.1f}% (orange)", fontsize=10)
     handles = [Patch(color=MASK_COLOURS[1], label="kept"),
                Patch(color=MASK_COLOURS[0], label="pruned")]
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: covers no weights
     fig.tight_layout()
     _save_figure(fig, out_path)
     return image
