@@ -41,6 +41,7 @@ class ImageData:
     mean: tuple
     std: tuple
     classes: tuple
+    augment: bool = True  # random crop + flip of training batches; off for digits and clothes (flips change digits)
 
     @property
     def num_classes(self) -> int:
@@ -129,8 +130,90 @@ def make_synthetic(num_train: int = 320, num_test: int = 200, num_classes: int =
     return ImageData("synthetic", train_x, train_y, test_x, test_y, mean, std, tuple(f"class{i}" for i in range(num_classes)))
 
 
+# ---------------------------------------------------------------------------------------------
+# MNIST and Fashion-MNIST: 28x28 grey images in the idx format (gzipped or not)
+# ---------------------------------------------------------------------------------------------
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_LIKE = {
+    # name: (folder under --data-dir, torchvision's folder, system folder, download base URL, md5 of each .gz, classes)
+    "mnist": ("mnist", "MNIST/raw", "/usr/share/datasets/mnist", "https://ossci-datasets.s3.amazonaws.com/mnist/",
+              ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+               "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+              tuple(str(d) for d in range(10))),
+    "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw", "/usr/share/datasets/fashion-mnist",  # apt-get install dataset-fashion-mnist
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+                      ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                       "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+                      ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (``.gz`` or plain): uint8 array of the shape its header gives."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:  # magic: 0, 0, dtype 0x08 = uint8, ndim
+        raise DataError(f"{path} is not a uint8 idx file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape)
+
+
+def find_idx_folder(name: str, data_dir: Path) -> Path | None:
+    """The first folder holding all four idx files of ``name``: --data-dir's, torchvision's layout, then the system one."""
+    folder, torchvision_folder, system_folder = MNIST_LIKE[name][:3]
+    for candidate in (Path(data_dir) / folder, Path(data_dir) / torchvision_folder, Path(system_folder)):
+        if all((candidate / f"{f}.gz").is_file() or (candidate / f).is_file() for f in IDX_FILES):
+            return candidate
+    return None
+
+
+def load_mnist_like(name: str, data_dir: Path, download: bool = True) -> ImageData:
+    """MNIST or Fashion-MNIST as uint8 ``(N, 1, 28, 28)``; downloaded into ``data_dir/<name>`` (md5-checked) when missing.
+
+    Files already on disk (for example Debian's ``dataset-fashion-mnist`` in
+    ``/usr/share/datasets/fashion-mnist``) are read as they are.
+    """
+    folder_name, _, system_folder, base_url, md5s, classes = MNIST_LIKE[name]
+    folder = find_idx_folder(name, data_dir)
+    if folder is None:
+        folder = Path(data_dir) / folder_name
+        hint = (f"put the four idx .gz files in {folder}/"
+                + (" or run 'apt-get install dataset-fashion-mnist'" if name == "fashion-mnist" else "")
+                + ", or use --dataset synthetic")
+        if not download:
+            raise DataError(f"{name} not found in --data-dir {data_dir} nor {system_folder}; {hint}")
+        try:
+            for file_name, md5 in zip(IDX_FILES, md5s):
+                if not (folder / f"{file_name}.gz").is_file():
+                    _download(f"{base_url}{file_name}.gz", folder / f"{file_name}.gz", md5)
+        except OSError as exc:
+            raise DataError(f"{name} is not in --data-dir {data_dir} nor {system_folder} and downloading it failed "
+                            f"({exc.__class__.__name__}: {getattr(exc, 'reason', exc)}); {hint}") from None
+
+    def part(file_name: str) -> np.ndarray:
+        gz = folder / f"{file_name}.gz"
+        return read_idx(gz if gz.is_file() else folder / file_name)
+
+    train_x, train_y, test_x, test_y = (part(f) for f in IDX_FILES)
+    train_images = torch.from_numpy(train_x.copy()).unsqueeze(1)  # (60000, 1, 28, 28)
+    test_images = torch.from_numpy(test_x.copy()).unsqueeze(1)
+    mean = (float(train_images.float().div(255).mean()),)
+    std = (float(train_images.float().div(255).std()),)
+    return ImageData(name, train_images, torch.from_numpy(train_y.astype(np.int64)),
+                     test_images, torch.from_numpy(test_y.astype(np.int64)), mean, std, classes, augment=False)
+
+
 DATASETS = {"cifar10": "CIFAR-10, official python layout under --data-dir",
             "synthetic": "small generated CIFAR-shaped data (offline, seconds on a CPU)"}
+DATASETS.update({"mnist": "MNIST digits, idx files under --data-dir/mnist (downloaded when missing)",
+                 "fashion-mnist": "Fashion-MNIST, idx files under --data-dir/fashion-mnist or /usr/share/datasets/fashion-mnist"})
 
 
 def load_dataset(name: str, data_dir: Path, seed: int = 0, download: bool = True) -> ImageData:
@@ -139,6 +222,8 @@ def load_dataset(name: str, data_dir: Path, seed: int = 0, download: bool = True
         return load_cifar10(data_dir, download=download)
     if name == "synthetic":
         return make_synthetic(seed=seed)
+    if name in MNIST_LIKE:
+        return load_mnist_like(name, data_dir, download=download)
     raise DataError(f"unknown --dataset {name!r}; choose one of {sorted(DATASETS)}")
 
 
@@ -169,13 +254,15 @@ class DeviceLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
-                 train: bool, device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False):
+                 train: bool, device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False,
+                 augment: bool = True):
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size = batch_size
         self.train = train
         self.drop_last = drop_last
+        self.augment = augment  # only with train=True
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -191,7 +278,7 @@ class DeviceLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             images = self.images[idx]
-            if self.train:
+            if self.train and self.augment:
                 images = random_crop_flip(images, pad=4, generator=self.generator)
             x = ((images.float() - self.mean) / self.std).contiguous(memory_format=memory_format)
             yield x, self.labels[idx]
@@ -201,6 +288,7 @@ def make_loaders(data: ImageData, batch_size: int, device, seed: int = 0,
                  eval_batch_size: int = 1024) -> tuple[DeviceLoader, DeviceLoader]:
     """Train loader (shuffled, augmented, last partial batch dropped when there are several) and test loader."""
     drop_last = len(data.train_labels) > batch_size
-    train = DeviceLoader(data.train_images, data.train_labels, batch_size, data.mean, data.std, True, device, seed, drop_last)
+    train = DeviceLoader(data.train_images, data.train_labels, batch_size, data.mean, data.std, True, device, seed, drop_last,
+                         augment=data.augment)
     test = DeviceLoader(data.test_images, data.test_labels, eval_batch_size, data.mean, data.std, False, device, seed)
     return train, test

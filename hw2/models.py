@@ -60,7 +60,139 @@ class VGG13(nn.Module):
         return model
 
 
-ARCHITECTURES = {"vgg13": VGG13}
+# ---------------------------------------------------------------------------------------------
+# Further architectures for the studies beyond HW2 (issue 6): LeNets for 28x28 grey digits and
+# clothes, CIFAR ResNets.  Output layers are registered last, so ``list(prunable_weights(m))[-1]``
+# is always the output layer.
+# ---------------------------------------------------------------------------------------------
+class LeNet5(nn.Module):
+    """LeNet-5 (ReLU, max-pool): conv 6@5x5 (padding 2), pool, conv 16@5x5, pool, 120, 84, ``fc3`` = output.
+
+    Layer names: ``conv1``, ``conv2``, ``fc1``, ``fc2``, ``fc3``.  For 28x28
+    inputs the flattened features are 16x5x5 = 400 (61,706 parameters).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
+        side = (image_size // 2 - 4) // 2  # after pool, the unpadded 5x5 conv, pool
+        if side < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 10x10 pixels, got image_size={image_size}")
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W)
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)  # (N, 16, side, side)
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc3(torch.relu(self.fc2(x)))
+
+
+class LeNet300100(nn.Module):
+    """LeNet-300-100: a multilayer perceptron ``fc1`` (pixels -> 300), ``fc2`` (300 -> 100), ``fc3`` = output."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels * image_size * image_size, 300)
+        self.fc2 = nn.Linear(300, 100)
+        self.fc3 = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W)
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc3(torch.relu(self.fc2(x)))
+
+
+class BasicBlock(nn.Module):
+    """ResNet-18's block: two 3x3 conv-BN pairs plus the input (a 1x1 conv-BN ``shortcut`` when the shape changes)."""
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 reduce, 3x3, 1x1 expand (x4), each with BN, plus the (projected) input."""
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != out_planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: a 3x3 stem (no max-pool), four stages (64, 128, 256, 512 planes;
+    strides 1, 2, 2, 2), global average pooling and the output layer ``fc``."""
+
+    def __init__(self, block: type, blocks_per_stage: tuple, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        in_planes = 64
+        stages = []
+        for planes, count, stride in zip((64, 128, 256, 512), blocks_per_stage, (1, 2, 2, 2)):
+            layers = []
+            for block_stride in [stride] + [1] * (count - 1):
+                layers.append(block(in_planes, planes, block_stride))
+                in_planes = planes * block.expansion
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, 32, 32)
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 512 * expansion, 4, 4)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet18(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """CIFAR ResNet-18 (BasicBlock x [2, 2, 2, 2], 11.2M parameters)."""
+    return CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels)
+
+
+def resnet50(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """CIFAR ResNet-50 (Bottleneck x [3, 4, 6, 3], 23.5M parameters)."""
+    return CifarResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels)
+
+
+ARCHITECTURES = {"vgg13": VGG13, "lenet5": LeNet5, "lenet300_100": LeNet300100, "resnet18": resnet18, "resnet50": resnet50}
+SIZED_ARCHITECTURES = ("lenet5", "lenet300_100")  # take ``image_size``; the others work on 32x32 (VGG13) or any size
+
+
+def build_model_for_images(arch: str, num_classes: int, image_shape: tuple) -> nn.Module:
+    """``build_model`` for images of ``image_shape`` = (C, H, W), e.g. ``(1, 28, 28)`` for Fashion-MNIST."""
+    channels, height = int(image_shape[0]), int(image_shape[1])
+    kwargs = {"in_channels": channels}
+    if arch in SIZED_ARCHITECTURES:
+        kwargs["image_size"] = height
+    return build_model(arch, num_classes, **kwargs)
 
 
 def build_model(arch: str = "vgg13", num_classes: int = 10, **kwargs) -> nn.Module:

@@ -356,12 +356,20 @@ def infer_arch(state_dict: dict[str, torch.Tensor], metadata: dict) -> str:
     keys = set(state_dict)
     if "classifier.weight" in keys and any(k.startswith("features.") for k in keys):
         return "vgg13"
-    raise CheckpointError("cannot tell the architecture of this checkpoint (no 'arch' in its metadata and not a VGG13); "
-                          "pass --arch")
+    if "fc.weight" in keys and "layer4.0.conv1.weight" in keys:
+        return "resnet50" if "layer1.0.conv3.weight" in keys else "resnet18"
+    if {"fc1.weight", "fc2.weight", "fc3.weight"} <= keys:
+        return "lenet5" if "conv1.weight" in keys else "lenet300_100"
+    raise CheckpointError("cannot tell the architecture of this checkpoint (no 'arch' in its metadata and its keys match "
+                          "none of vgg13, resnet18, resnet50, lenet5, lenet300_100); pass --arch")
 
 
-def load_model(path: Path, arch: str | None = None) -> tuple[nn.Module, dict, str]:
-    """Load a saved model (plain, masked or compacted) as an eval-mode CPU model; returns ``(model, metadata, arch)``."""
+def load_model(path: Path, arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, dict, str]:
+    """Load a saved model (plain, masked or compacted) as an eval-mode CPU model; returns ``(model, metadata, arch)``.
+
+    ``arch`` defaults to the file's metadata or a guess from its keys;
+    ``input_shape`` (C, H, W) to 1x28x28 for LeNets and 3x32x32 otherwise.
+    """
     from hw2 import models
 
     state_dict, metadata = load_checkpoint(path)
@@ -372,15 +380,13 @@ def load_model(path: Path, arch: str | None = None) -> tuple[nn.Module, dict, st
     else:
         weights = [v for k, v in state_dict.items() if k.endswith("weight") and v.dim() in (2, 4)]
         num_classes = weights[-1].shape[0] if weights else 10
-        kwargs = {}
-        first = next((v for v in weights if v.dim() == 4), None)
-        if first is not None and first.shape[1] != 3:
-            kwargs["in_channels"] = first.shape[1]
+        shape = tuple(input_shape or DEFAULT_INPUT_SHAPES.get(arch, (3, 32, 32)))
+        model = models.build_model_for_images(arch, num_classes, shape)
         try:
-            model = models.build_model(arch, num_classes=num_classes, **kwargs)
-        except TypeError:
-            model = models.build_model(arch, num_classes=num_classes)
-        model.load_state_dict(state_dict)
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit {arch} for inputs {shape}: {str(exc).strip().splitlines()[0]}; "
+                                  "check --arch and --input-shape") from None
     return model.eval(), metadata, arch
 
 
@@ -523,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         from hw2.train import resolve_device
 
         device = resolve_device(args.device)
-        loaded = [(path, *load_model(path, args.arch)) for path in args.models]
+        loaded = [(path, *load_model(path, args.arch, args.input_shape)) for path in args.models]
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

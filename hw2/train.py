@@ -156,7 +156,10 @@ def add_run_args(parser) -> None:
     """Flags shared by ``hw2/main.py`` and ``python -m hw2.train``: data, device, seed, batch size."""
     from hw2 import REPO_ROOT
     from hw2.data import DATASETS
+    from hw2.models import ARCHITECTURES
 
+    parser.add_argument("--arch", default="vgg13", choices=sorted(ARCHITECTURES),
+                        help="network: vgg13 (the homework), resnet18/resnet50 (CIFAR), lenet5/lenet300_100 (28x28 grey) (default: %(default)s)")
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS),
                         help="cifar10: the real data under --data-dir; synthetic: small generated data, offline, seconds on a CPU (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data",
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from hw2 import REPO_ROOT
     from hw2.checkpoint import atomic_write_bytes, write_json
     from hw2.data import DataError, load_dataset, make_loaders
-    from hw2.models import build_model
+    from hw2.models import build_model_for_images
 
     parser = argparse.ArgumentParser(prog="python -m hw2.train", description="Train the dense model that pruning starts from.")
     add_run_args(parser)
@@ -215,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     batch_size = args.batch_size or default_batch_size(args.dataset)
     train_loader, test_loader = make_loaders(data, batch_size, device, seed=args.seed)
-    model = prepare_model(build_model("vgg13", num_classes=data.num_classes), device)
-    print(f"training dense VGG13 on {data.name} ({len(data.train_labels)} images) for {args.epochs} epochs on {device}")
+    model = prepare_model(build_model_for_images(args.arch, data.num_classes, tuple(data.train_images.shape[1:])), device)
+    print(f"training dense {args.arch} on {data.name} ({len(data.train_labels)} images) for {args.epochs} epochs on {device}")
     start = time.perf_counter()
     history = fit(model, train_loader, test_loader, args.epochs, scaled_lr(args.lr, batch_size), device, args.weight_decay,
                   args.label_smoothing, args.warmup, desc="dense")
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     write_json(args.out.with_suffix(".json"), {
         "command": "python -m hw2.train " + " ".join(sys.argv[1:] if argv is None else argv),
-        "dataset": data.name, "device": gpu, "torch": torch.__version__, "epochs": args.epochs,
+        "arch": args.arch, "dataset": data.name, "device": gpu, "torch": torch.__version__, "epochs": args.epochs,
         "batch_size": batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "warmup": args.warmup, "seed": args.seed,
         "seconds": round(seconds, 1), "test_accuracy": accuracy, "history": history})
