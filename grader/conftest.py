@@ -1,0 +1,243 @@
+"""The grading harness: options, points, the student sandbox, the score table and results.json.
+
+    pytest grader/                                   # grade this checkout (hw2/ and results/)
+    pytest grader/ --submission DIR --results R.json # grade another copy; Gradescope results at R.json
+    pytest grader/ --public                          # only the visible tests (what students run)
+
+Every test carries ``@pytest.mark.points(N, visibility=...)``.  A test that
+records checks through the ``credit`` fixture earns partial credit (the weighted
+fraction of its checks that passed); any other test earns all or nothing.
+Student code runs only inside ``probe(...)`` calls: a child process with a time
+limit (see ``grader/sandbox.py``).  This process reads checkpoints with
+``weights_only=True`` and writes results.json last, after every child is gone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from grader.checks import Credit, GradeFailure
+from grader.sandbox import GRADER_ROOT, ProbeServer
+
+STUDENT_FILES = ("pruning.py", "answers.md")  # in hw2/: the student's; every other hw2 file is the grader's copy
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
+OUTPUT_CHARS = 3000  # per test in results.json
+
+
+@dataclass
+class Outcome:
+    name: str
+    points: float
+    visibility: str
+    status: str = "failed"  # passed, failed, skipped
+    score: float = 0.0
+    output: str = ""
+    seconds: float = 0.0
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("hw2 grader")
+    group.addoption("--submission", type=Path, default=None,
+                    help="folder of the submission to grade (default: this checkout)")
+    group.addoption("--artifacts", type=Path, default=None,
+                    help="folder with the submission's run outputs (default: SUBMISSION/results, where main.py writes)")
+    group.addoption("--results", type=Path, default=None, help="write Gradescope results.json here")
+    group.addoption("--data-dir", type=Path, default=None,
+                    help="CIFAR-10 folder for re-measuring accuracies (default: SUBMISSION/data, then the grader's data/)")
+    group.addoption("--time-limit", type=float, default=None,
+                    help="seconds each student call may take, overriding the per-test limits")
+    group.addoption("--public", action="store_true", help="run only the visible tests")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "points(n, visibility='visible'): points and Gradescope visibility of a graded test")
+    config._hw2_grades = GradePlugin(config)
+    config.pluginmanager.register(config._hw2_grades, "hw2_grades")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("points")
+        if marker is None:
+            raise pytest.UsageError(f"{item.nodeid} has no @pytest.mark.points(...): every grader test needs points")
+        visibility = marker.kwargs.get("visibility", "visible")
+        if visibility not in VISIBILITIES:
+            raise pytest.UsageError(f"{item.nodeid}: visibility {visibility!r} is not one of {VISIBILITIES}")
+    if config.getoption("--public"):
+        keep = [i for i in items if i.get_closest_marker("points").kwargs.get("visibility", "visible") == "visible"]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
+class GradePlugin:
+    def __init__(self, config):
+        self.config = config
+        self.outcomes: dict[str, Outcome] = {}
+        self.start = time.perf_counter()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        marker = item.get_closest_marker("points")
+        if marker is None:
+            return
+        name = item.name
+        outcome = self.outcomes.setdefault(name, Outcome(name, float(marker.args[0]),
+                                                         marker.kwargs.get("visibility", "visible")))
+        outcome.seconds += report.duration
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            credit = item.funcargs.get("credit") if hasattr(item, "funcargs") else None
+            if report.passed:
+                outcome.status, outcome.score = "passed", outcome.points
+                outcome.output = ""
+            elif report.skipped:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                outcome.status, outcome.score = "skipped", 0.0
+                outcome.output = f"SKIPPED, not graded here: {reason.removeprefix('Skipped: ')}"
+            else:
+                outcome.status = "failed"
+                exc = call.excinfo.value if call.excinfo is not None else None
+                partial = credit is not None and isinstance(exc, GradeFailure)
+                outcome.score = round(outcome.points * credit.fraction, 2) if partial else 0.0
+                if isinstance(exc, GradeFailure):
+                    outcome.output = str(exc)
+                elif exc is not None:
+                    outcome.output = f"grader error ({type(exc).__name__}: {str(exc)[:300]}); tell the course staff"
+                else:
+                    outcome.output = str(report.longrepr)[:OUTPUT_CHARS]
+        if report.when == "teardown" and not report.passed and outcome.status == "passed":
+            outcome.status, outcome.score = "failed", 0.0
+            outcome.output = "grader error in teardown; tell the course staff"
+
+    def total(self) -> tuple[float, float]:
+        return (round(sum(o.score for o in self.outcomes.values()), 2),
+                sum(o.points for o in self.outcomes.values()))
+
+    def results_json(self) -> dict:
+        score, maximum = self.total()
+        tests = []
+        for o in self.outcomes.values():
+            status = "passed" if o.status == "passed" else "failed"  # Gradescope knows passed/failed only
+            tests.append({"name": o.name, "score": o.score, "max_score": o.points, "status": status,
+                          "output": o.output[:OUTPUT_CHARS], "visibility": o.visibility})
+        skipped = [o.name for o in self.outcomes.values() if o.status == "skipped"]
+        summary = f"Total: {score:g} / {maximum:g} points."
+        if skipped:
+            summary += f" Not graded here (skipped, 0 points): {', '.join(skipped)}."
+        return {"score": score, "execution_time": round(time.perf_counter() - self.start, 2),
+                "output": summary, "tests": tests}
+
+    def pytest_sessionfinish(self, session):
+        server = getattr(session.config, "_hw2_server", None)
+        if server is not None:
+            server.close()  # every child is gone before results.json is written
+        path = session.config.getoption("--results")
+        if path is not None:
+            write_results(Path(path), self.results_json())
+
+    def pytest_terminal_summary(self, terminalreporter):
+        score, maximum = self.total()
+        write = terminalreporter.write_line
+        terminalreporter.section("HW2 score")
+        width = max([len(o.name) for o in self.outcomes.values()] + [4])
+        write(f"{'test':<{width}}  {'points':>6}  {'max':>5}  {'status':<7}  visibility")
+        for o in self.outcomes.values():
+            write(f"{o.name:<{width}}  {o.score:>6g}  {o.points:>5g}  {o.status:<7}  {o.visibility}")
+        write(f"{'TOTAL':<{width}}  {score:>6g}  {maximum:>5g}")
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write results.json atomically (over anything a submission may have put there)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.is_dir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=".results.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def submission(pytestconfig) -> Path:
+    path = (pytestconfig.getoption("--submission") or GRADER_ROOT).resolve()
+    if not (path / "hw2").is_dir():
+        pytest.exit(f"--submission {path} has no hw2/ folder; give the root of the student's repository", returncode=4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts(pytestconfig, submission) -> Path:
+    return (pytestconfig.getoption("--artifacts") or submission / "results").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir(pytestconfig, submission) -> Path | None:
+    given = pytestconfig.getoption("--data-dir")
+    candidates = [given] if given else [submission / "data", GRADER_ROOT / "data"]
+    for candidate in candidates:
+        if (Path(candidate) / "cifar-10-batches-py" / "test_batch").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hw2-grading")
+
+
+@pytest.fixture(scope="session")
+def workspace(submission, scratch) -> Path:
+    """The package the student code runs in: the student's hw2/ with the grader's copies of the provided files."""
+    package = scratch / "workspace" / "hw2"
+    package.mkdir(parents=True)
+    for source in sorted((submission / "hw2").iterdir()):
+        if source.is_file() and source.suffix in (".py", ".md"):
+            shutil.copy2(source, package / source.name)
+    for trusted in sorted((GRADER_ROOT / "hw2").glob("*.py")):
+        if trusted.name not in STUDENT_FILES:
+            shutil.copy2(trusted, package / trusted.name)
+    return package.parent
+
+
+@pytest.fixture(scope="session")
+def probe(pytestconfig, workspace, scratch):
+    """``probe(name, timeout, **kwargs) -> ProbeResult``: run grader.probes.<name> in the sandbox (results cached)."""
+    child_dir = scratch / "children"
+    child_dir.mkdir()
+    server = ProbeServer(workspace, child_dir)
+    pytestconfig._hw2_server = server
+    override = pytestconfig.getoption("--time-limit")
+    cache: dict = {}
+
+    def run(name: str, timeout: float = 60.0, **kwargs) -> ProbeResult:
+        key = (name, json.dumps(kwargs, sort_keys=True))
+        if key not in cache:
+            cache[key] = server.run(name, override if override is not None else timeout, **kwargs)
+        return cache[key]
+
+    yield run
+    server.close()
+
+
+@pytest.fixture
+def credit() -> Credit:
+    return Credit()
+
+
+@pytest.fixture
+def probe_dir(scratch, request) -> str:
+    """A fresh folder a probe may write into (YAML files, figures)."""
+    path = scratch / "files" / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)

@@ -1,0 +1,292 @@
+"""Run student code in a child process with a time limit, and bring back only plain data.
+
+The grader (the pytest process) never imports the student's ``hw2/pruning.py``.
+It starts one *probe server* per grading session: a Python process that imports
+torch and ``grader.probes`` once and then, for every request, forks a fresh child
+that runs one probe (grader code calling student functions) and saves the
+probe's return value with ``torch.save``.  The grader reads it back with
+``torch.load(weights_only=True)``: plain tensors, numbers, strings, lists and
+dicts, never code.
+
+Why a server that forks: importing torch takes seconds, a fork takes
+milliseconds, and the server itself never runs a torch kernel (forking a process
+whose OpenMP pool is running can deadlock the child).
+
+What a child may do, and what the grader then reports:
+
+* raise, or call ``sys.exit``     -> ``status="raised"`` with the exception line;
+* call ``os._exit`` or crash      -> ``status="exited"`` with the exit code or signal;
+* run past its time limit         -> the whole process group is killed, ``status="timeout"``;
+* print megabytes                 -> output goes to a file capped at ``OUTPUT_LIMIT_BYTES``
+                                     (``RLIMIT_FSIZE``); only its tail is reported;
+* write over grader files         -> the probes are already in the server's memory, and the
+                                     grader writes results.json only after every child is gone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GRADER_ROOT = Path(__file__).resolve().parent.parent  # holds grader/ and the trusted hw2/ infrastructure
+OUTPUT_LIMIT_BYTES = 32 * 2**20  # per child: stdout + stderr + anything else it writes
+TAIL_CHARS = 1500  # of the child's output, shown in a failure message
+SERVER_START_SECONDS = 120  # importing torch on a loaded CI machine
+
+
+@dataclass
+class ProbeResult:
+    """What one probe run gave back."""
+
+    status: str  # "ok", "raised", "exited", "timeout", "broken" (grader-side problem)
+    value: object = None
+    error: str = ""  # one line: the exception, exit code or time limit
+    where: str = ""  # the student's source line the exception came from, if any
+    output_tail: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def explain(self, function: str) -> str:
+        """A one-paragraph reason for a failed run, addressed to the student."""
+        if self.status == "raised":
+            text = f"{function} raised {self.error}"
+            if self.where:
+                text += f" (at {self.where})"
+        elif self.status == "timeout":
+            text = f"{function} did not finish within the time limit of {self.error}; look for an endless loop or work on far more data than the test gives"
+        elif self.status == "exited":
+            text = f"the grading process ended while running {function} ({self.error}); do not call sys.exit/os._exit or kill the process"
+        else:
+            text = f"the grader could not run {function}: {self.error}"
+        if self.output_tail.strip():
+            text += f"\n--- last lines your code printed ---\n{self.output_tail.strip()}"
+        return text
+
+
+class ProbeServer:
+    """One long-lived server process; ``run`` sends it one probe at a time."""
+
+    def __init__(self, workspace: Path, scratch: Path):
+        self.workspace = Path(workspace)
+        self.scratch = Path(scratch)
+        self.process: subprocess.Popen | None = None
+        self.counter = 0
+
+    def _start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(GRADER_ROOT), PYTHONDONTWRITEBYTECODE="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "grader.sandbox", "--serve"], cwd=self.scratch,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        env=env, text=True, bufsize=1, start_new_session=True)
+        line = self._read_line(SERVER_START_SECONDS)
+        if line is None or json.loads(line).get("ready") is not True:
+            self.close()
+            raise RuntimeError("the probe server did not start (is torch importable by this Python?)")
+
+    def _read_line(self, timeout: float) -> str | None:
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()
+        return line or None
+
+    def run(self, probe: str, timeout: float, **kwargs) -> ProbeResult:
+        """Run ``grader.probes.<probe>(**kwargs)`` in a fresh child; never raises for student misbehaviour."""
+        if self.process is None or self.process.poll() is not None:
+            try:
+                self._start()
+            except RuntimeError as exc:
+                return ProbeResult("broken", error=str(exc))
+        self.counter += 1
+        out = self.scratch / f"probe_{self.counter}_{probe}.pt"
+        log = self.scratch / f"probe_{self.counter}_{probe}.log"
+        request = {"probe": probe, "kwargs": kwargs, "timeout": timeout, "out": str(out), "log": str(log),
+                   "workspace": str(self.workspace), "scratch": str(self.scratch / f"cwd_{self.counter}")}
+        start = time.perf_counter()
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self._read_line(timeout + 30)
+        seconds = time.perf_counter() - start
+        tail = _tail(log)
+        if line is None:
+            self.close()
+            return ProbeResult("timeout", error=f"{timeout:.0f} s", output_tail=tail, seconds=seconds)
+        reply = json.loads(line)
+        if reply["timed_out"]:
+            return ProbeResult("timeout", error=f"{timeout:.0f} s", output_tail=tail, seconds=seconds)
+        payload = _load_payload(out)
+        if payload is None:
+            how = (f"killed by signal {reply['signal']}" if reply["signal"] else f"exit code {reply['exit_code']}")
+            if reply["signal"] == int(signal.SIGXFSZ):
+                how += f": it wrote more than {OUTPUT_LIMIT_BYTES // 2**20} MB (printing in a loop?)"
+            return ProbeResult("exited", error=how, output_tail=tail, seconds=seconds)
+        if payload.get("status") == "ok":
+            return ProbeResult("ok", value=payload.get("value"), output_tail=tail, seconds=seconds)
+        return ProbeResult("raised", error=str(payload.get("error", "an exception")), where=str(payload.get("where", "")),
+                           output_tail=tail, seconds=seconds)
+
+    def close(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                try:
+                    stream.close()
+                except (OSError, AttributeError):
+                    pass
+            self.process = None
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_CHARS))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return ("[...]\n" if size > TAIL_CHARS else "") + text
+
+
+def _load_payload(path: Path):
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing (the child died first), truncated, or not plain data
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Server side (python -m grader.sandbox --serve): runs in its own process
+# ---------------------------------------------------------------------------------------------
+def _student_line(tb) -> str:
+    """The last traceback frame outside the grader and the standard library: the student's line."""
+    frames = [f for f in traceback.extract_tb(tb) if "grader" not in Path(f.filename).parts
+              and "site-packages" not in f.filename and "lib/python" not in f.filename]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def _child(request: dict) -> None:
+    """In the forked child: sandbox the process, run the probe, save its value. Never returns."""
+    code = 0
+    try:
+        os.setsid()
+        Path(request["scratch"]).mkdir(parents=True, exist_ok=True)
+        os.chdir(request["scratch"])
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT_BYTES, OUTPUT_LIMIT_BYTES))
+        sys.stdin = open(os.devnull)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        sys.path.insert(0, request["workspace"])
+        for name in [m for m in sys.modules if m == "hw2" or m.startswith("hw2.")]:
+            del sys.modules[name]
+        import torch
+
+        from grader import probes
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        out = request["out"]
+        try:
+            value = probes.PROBES[request["probe"]](**request["kwargs"])
+            payload = {"status": "ok", "value": value}
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are student failures too
+            if isinstance(exc, SystemExit):
+                error = f"SystemExit({exc.code!r}) (sys.exit was called)"
+            else:
+                message = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+                error = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+            payload = {"status": "raised", "error": error, "where": _student_line(exc.__traceback__)}
+        try:
+            torch.save(payload, out)
+        except Exception as exc:  # a value that is not plain data is a grader bug: say so
+            torch.save({"status": "raised", "error": f"grader could not save the probe result: {exc}"}, out)
+        sys.stdout.flush()
+    except BaseException:  # noqa: BLE001
+        code = 70
+    os._exit(code)
+
+
+def serve() -> None:
+    import torch  # noqa: F401 - imported once here so that every fork starts warm
+
+    from grader import probes  # noqa: F401 - in memory before any student code can touch the files
+
+    protocol = sys.stdout
+    protocol.write(json.dumps({"ready": True}) + "\n")
+    protocol.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        deadline = time.monotonic() + float(request["timeout"])
+        timed_out = False
+        status = None
+        while status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = raw
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # anything the child left running in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+        reply = {"timed_out": timed_out,
+                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+
+
+def new_scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="hw2-grader-"))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        print("usage: python -m grader.sandbox --serve   (started by the grader, not by hand)", file=sys.stderr)
+        sys.exit(2)

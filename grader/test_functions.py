@@ -1,0 +1,364 @@
+"""Graded checks of the student's functions in hw2/pruning.py, on small seeded tensors and a tiny VGG13.
+
+Student code runs only in the sandbox (``probe``); every check here runs in the
+grader process on the plain data the probe brought back.  Messages say what
+was wrong, never what the right numbers are.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from grader.checks import (count_in_range, expected_parameters, is_png, kept_rows_by_norm, layer_zero_counts,
+                           pruned_not_larger_than_kept)
+from grader.probes import PLOT_RECORDS, TINY_FILTER_RATIOS, TINY_RATIOS
+
+SHORT, TRAINING = 60, 180  # seconds a student call may take: tensor functions / functions that train the tiny model
+
+
+@pytest.mark.points(6)
+def test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files(probe, probe_dir, credit):
+    cases = credit.require(probe("read_yaml", SHORT, workdir=probe_dir), "read_prune_ratios_from_yaml")
+    valid = cases["valid"]
+    expected = {"features.0.weight": 0.5, "features.14.weight": 0.75, "features.31.weight": 0.0, "classifier.weight": 0.25}
+    credit.check("value" in valid and isinstance(valid["value"], dict) and valid["value"] == expected,
+                 "a valid file: the returned dict is not the file's prune_ratios mapping (name -> float ratio)"
+                 + (f"; it raised {valid['raised']}: {valid['message']}" if "raised" in valid else ""), weight=3)
+    for case, what in (("unknown_layer", "a layer name the model does not have"),
+                       ("ratio_out_of_range", "a ratio outside [0, 1)"),
+                       ("malformed", "malformed YAML")):
+        result = cases[case]
+        credit.check(result.get("raised") == "ValueError",
+                     f"{what} must raise ValueError; it " + (f"raised {result['raised']}" if "raised" in result
+                                                               else "returned normally"))
+    credit.verify()
+
+
+def _mask_cases(probe, credit, kind):
+    function = f"{kind}_prune"
+    return credit.require(probe("mask_function", SHORT, kind=kind), function)
+
+
+@pytest.mark.points(5)
+def test_unstructured_prune_mask_shape_and_count(probe, credit):
+    cases = _mask_cases(probe, credit, "unstructured")
+    for i, case in enumerate(cases, 1):
+        where = f"case {i} of {len(cases)} (shape {tuple(case['input'].shape)}, sparsity {case['sparsity']})"
+        if "raised" in case:
+            credit.check(False, f"{where}: unstructured_prune raised {case['raised']}: {case['message']}")
+            continue
+        mask = case["value"]
+        if not credit.check(isinstance(mask, torch.Tensor) and mask.shape == case["input"].shape,
+                            f"{where}: the mask must be a tensor of the input's shape"):
+            continue
+        values_ok = bool(((mask == 0) | (mask == 1)).all())
+        zeros = int((mask == 0).sum())
+        credit.check(values_ok and count_in_range(zeros, case["input"].numel(), case["sparsity"]),
+                     f"{where}: the mask must hold only 0/1 with floor or ceil of sparsity x numel zeros"
+                     + ("" if values_ok else " (it has other values)"))
+    credit.verify()
+
+
+@pytest.mark.points(5, visibility="hidden")
+def test_unstructured_prune_removes_smallest_magnitudes(probe, credit):
+    cases = _mask_cases(probe, credit, "unstructured")
+    for i, case in enumerate(cases, 1):
+        mask = case.get("value")
+        if not isinstance(mask, torch.Tensor) or mask.shape != case["input"].shape:
+            credit.check(False, f"case {i}: no mask of the input's shape came back")
+            continue
+        credit.check(pruned_not_larger_than_kept(case["input"].abs().flatten(), mask.flatten() == 0),
+                     f"case {i}: a pruned entry has a larger |w| than a kept one")
+    credit.verify()
+
+
+@pytest.mark.points(2)
+def test_mask_functions_leave_input_unchanged(probe, credit):
+    for kind in ("unstructured", "filter"):
+        cases = _mask_cases(probe, credit, kind)
+        changed = [i for i, case in enumerate(cases, 1) if not torch.equal(case["input"], case["after"])]
+        failed = [i for i, case in enumerate(cases, 1) if "raised" in case]
+        credit.check(not changed and not failed,
+                     f"{kind}_prune modified its input tensor (cases {changed}); compute the mask on a copy" if changed
+                     else f"{kind}_prune raised on cases {failed}, so it cannot be shown to leave its input unchanged")
+    credit.verify()
+
+
+@pytest.mark.points(5)
+def test_filter_prune_removes_whole_filters_in_right_number(probe, credit):
+    cases = _mask_cases(probe, credit, "filter")
+    for i, case in enumerate(cases, 1):
+        shape = tuple(case["input"].shape)
+        where = f"case {i} of {len(cases)} (shape {shape}, sparsity {case['sparsity']})"
+        if "raised" in case:
+            credit.check(False, f"{where}: filter_prune raised {case['raised']}: {case['message']}")
+            continue
+        mask = case["value"]
+        if not credit.check(isinstance(mask, torch.Tensor) and tuple(mask.shape) == shape,
+                            f"{where}: the mask must be a tensor of the input's shape"):
+            continue
+        rows = mask.reshape(shape[0], -1)
+        whole = bool(((rows == 0).all(dim=1) | (rows == 1).all(dim=1)).all())
+        pruned = int((rows == 0).all(dim=1).sum())
+        credit.check(whole, f"{where}: each output filter (dim 0) must be either all kept or all pruned")
+        credit.check(whole and count_in_range(pruned, shape[0], case["sparsity"]),
+                     f"{where}: the number of pruned filters must be floor or ceil of sparsity x C_out")
+    credit.verify()
+
+
+@pytest.mark.points(4, visibility="hidden")
+def test_filter_prune_ranks_filters_by_l2_norm(probe, credit):
+    cases = _mask_cases(probe, credit, "filter")
+    for i, case in enumerate(cases, 1):
+        mask = case.get("value")
+        if not isinstance(mask, torch.Tensor) or mask.shape != case["input"].shape:
+            credit.check(False, f"case {i}: no mask of the input's shape came back")
+            continue
+        credit.check(kept_rows_by_norm(case["input"], mask),
+                     f"case {i}: a pruned filter has a larger L2 norm than a kept one (or filters are not whole)")
+    credit.verify()
+
+
+@pytest.mark.points(6)
+def test_apply_pruning_masks_each_layer_to_its_own_ratio(probe, credit):
+    for sparsity_type, ratios in (("unstructured", TINY_RATIOS), ("filter", TINY_FILTER_RATIOS)):
+        result = probe("apply_pruning", SHORT, sparsity_type=sparsity_type)
+        if not result.ok or "raised" in result.value:
+            why = result.explain("apply_pruning") if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
+            credit.check(False, f"{sparsity_type}: {why}", weight=3)
+            continue
+        value = result.value
+        masks = value["value"] if isinstance(value["value"], dict) else {}
+        credit.check(all(isinstance(masks.get(n), torch.Tensor) and masks[n].shape == value["before"][n].shape
+                         for n in ratios),
+                     f"{sparsity_type}: the returned dict must hold a mask of the weight's shape for every layer in the ratios")
+        agree = all(isinstance(masks.get(n), torch.Tensor) and masks[n].shape == value["after"][n].shape
+                    and torch.equal(value["after"][n] == 0, masks[n] == 0) for n in ratios)
+        credit.check(agree, f"{sparsity_type}: the model's weights must be zero exactly where the returned masks are 0")
+        wrong = [n for n, count in layer_zero_counts(value["after"], sparsity_type).items()
+                 if n in ratios and not count_in_range(count, *_units(value["before"][n], sparsity_type), ratios[n])]
+        untouched = all(torch.equal(value["after"][n], value["before"][n]) for n in value["before"] if n not in ratios)
+        credit.check(not wrong and untouched,
+                     f"{sparsity_type}: each layer must be pruned to its own ratio (floor or ceil), layers not named "
+                     f"left alone; wrong layers: {', '.join(wrong) or 'none'}"
+                     + ("" if untouched else "; a layer not in the ratios was changed"))
+        again_wrong = value["again_raised"] is not None or any(
+            not count_in_range(count, *_units(value["before"][n], sparsity_type), value["larger_ratios"][n])
+            for n, count in layer_zero_counts(value["after_again"], sparsity_type).items() if n in ratios)
+        credit.check(not again_wrong, f"{sparsity_type}: a second call with larger ratios must prune each layer further, "
+                                      "to the new ratio (what IMP relies on)")
+    credit.verify()
+
+
+def _units(weight: torch.Tensor, sparsity_type: str) -> tuple[int]:
+    return (weight.numel(),) if sparsity_type == "unstructured" else (weight.shape[0],)
+
+
+@pytest.mark.points(3, visibility="hidden")
+def test_apply_pruning_filter_also_masks_batchnorm(probe, credit):
+    result = probe("apply_pruning", SHORT, sparsity_type="filter")
+    value = credit.require(result, "apply_pruning")
+    if "raised" in value:
+        credit.fail("apply_pruning raised on filter pruning; see the other apply_pruning test")
+    for name in TINY_FILTER_RATIOS:
+        dead = (value["after"][name].flatten(1) == 0).all(dim=1)
+        if not bool(dead.any()):
+            credit.check(False, f"{name}: no filter was pruned, so no BatchNorm channel could be checked")
+            continue
+        bn = value["bn"][name]
+        credit.check(bool((bn["weight"][dead] == 0).all() and (bn["bias"][dead] == 0).all()),
+                     f"{name}: the BatchNorm after it must have weight and bias 0 on each pruned filter's channel "
+                     "(otherwise its shift keeps the channel alive)")
+    credit.verify()
+
+
+@pytest.mark.points(5)
+def test_sparsity_report_counts_conv_and_linear_weights_only(probe, credit):
+    value = credit.require(probe("sparsity_report", SHORT), "test_sparsity")
+    for label, weights_key, sparsity_type in (("unstructured", "weights", "unstructured"), ("filter", "weights", "filter"),
+                                              ("masks attached with torch.nn.utils.prune", "hooked_weights", "unstructured")):
+        key = label if label in ("unstructured", "filter") else "hooked"
+        report = value[key]
+        if "raised" in report:
+            credit.check(False, f"{label}: test_sparsity raised {report['raised']}: {report['message']}", weight=2)
+            continue
+        report = report["value"]
+        weights = value[weights_key]
+        zeros = sum(int((w == 0).sum()) for w in weights.values())
+        total = sum(w.numel() for w in weights.values())
+        overall = report.get("overall") if isinstance(report, dict) else None
+        credit.check(isinstance(overall, (int, float)) and math.isclose(overall, zeros / total, abs_tol=1e-6),
+                     f"{label}: 'overall' must be zero weights / all weights of the Conv2d and Linear layers "
+                     "(BatchNorm and biases not counted)")
+        layers = report.get("layers") if isinstance(report, dict) else None
+        credit.check(isinstance(layers, dict) and set(layers) == set(weights)
+                     and all(isinstance(layers[n], (int, float)) and math.isclose(layers[n], float((w == 0).float().mean()), abs_tol=1e-6)
+                             for n, w in weights.items()),
+                     f"{label}: 'layers' must map every Conv2d/Linear weight name to its fraction of zeros")
+        if sparsity_type == "filter":
+            counts = report.get("zero_filters") if isinstance(report, dict) else None
+            expected = {n: int((w.flatten(1) == 0).all(dim=1).sum()) for n, w in weights.items()}
+            credit.check(isinstance(counts, dict) and all(counts.get(n) == c for n, c in expected.items()),
+                         "filter: 'zero_filters' must count, per layer, the output filters whose weights are all zero")
+    credit.verify()
+
+
+@pytest.mark.points(6)
+def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, credit):
+    result = probe("masked_retrain", TRAINING)
+    value = credit.require(result, "masked_retrain")
+    if "raised" in value:
+        credit.fail(f"masked_retrain raised {value['raised']}: {value['message']}")
+    regrown, frozen = [], []
+    for name, mask in value["masks"].items():
+        if name not in value["after"]:
+            continue  # BatchNorm masks: their weights are not in the report
+        after, before = value["after"][name], value["before"][name]
+        if bool((after[mask == 0] != 0).any()):
+            regrown.append(name)
+        if float((after[mask == 1] != before[mask == 1]).float().mean()) < 0.5:
+            frozen.append(name)
+    credit.check(not regrown, f"weights whose mask is 0 are no longer zero after retraining in {', '.join(regrown)}: "
+                              "the masks must stay in force during training", weight=2)
+    credit.check(not frozen, f"the unpruned weights did not change in {', '.join(frozen)}: masked_retrain must train "
+                             "the model for num_epochs with the given optimizer")
+    credit.verify()
+
+
+def _prune_log_checks(credit, value, label):
+    log = value["value"]
+    credit.check(isinstance(log, list) and all(isinstance(e, dict) for e in log),
+                 f"{label}: must return a list with one dict per pruning step")
+    return log if isinstance(log, list) else []
+
+
+def _final_counts_ok(value, sparsity_type) -> list[str]:
+    ratios = value["ratios"]
+    return [n for n, count in layer_zero_counts(value["after"], sparsity_type).items()
+            if n in ratios and not count_in_range(count, *_units(value["before"][n], sparsity_type), ratios[n])]
+
+
+def _kept_moved(value) -> bool:
+    changed = [float((value["after"][n] != value["before"][n])[value["after"][n] != 0].float().mean())
+               for n in value["ratios"] if bool((value["after"][n] != 0).any())]
+    return bool(changed) and min(changed) > 0.5
+
+
+@pytest.mark.points(5)
+def test_oneshot_prunes_once_to_target_and_retrains(probe, credit):
+    for sparsity_type in ("unstructured", "filter"):
+        result = probe("prune_method", TRAINING, method="omp", sparsity_type=sparsity_type)
+        if not result.ok or "raised" in result.value:
+            why = result.explain("oneshot_magnitude_prune") if not result.ok else \
+                f"it raised {result.value['raised']}: {result.value['message']}"
+            credit.check(False, f"{sparsity_type}: {why}", weight=3)
+            continue
+        value = result.value
+        log = _prune_log_checks(credit, value, f"{sparsity_type} oneshot_magnitude_prune")
+        credit.check(len(log) == 1, f"{sparsity_type}: one-shot pruning must prune once (one log entry), got {len(log)}")
+        wrong = _final_counts_ok(value, sparsity_type)
+        credit.check(not wrong, f"{sparsity_type}: after OMP each layer must be at its target ratio with the pruned "
+                                f"weights still zero; wrong layers: {', '.join(wrong) or 'none'}")
+        credit.check(_kept_moved(value), f"{sparsity_type}: the unpruned weights did not change: OMP must retrain after pruning")
+    credit.verify()
+
+
+@pytest.mark.points(7)
+def test_iterative_prunes_in_at_least_three_rounds_landing_on_target(probe, credit):
+    too_few = probe("imp_too_few_iterations", TRAINING)
+    credit.check(too_few.ok and too_few.value.get("raised") == "ValueError",
+                 "iterative_magnitude_prune(iterations=2) must raise ValueError (at least 3 rounds)")
+    for sparsity_type, iterations in (("unstructured", 3), ("filter", 4)):
+        result = probe("prune_method", TRAINING, method="imp", sparsity_type=sparsity_type, iterations=iterations)
+        if not result.ok or "raised" in result.value:
+            why = result.explain("iterative_magnitude_prune") if not result.ok else \
+                f"it raised {result.value['raised']}: {result.value['message']}"
+            credit.check(False, f"{sparsity_type}, {iterations} iterations: {why}", weight=4)
+            continue
+        value = result.value
+        where = f"{sparsity_type}, iterations={iterations}"
+        log = _prune_log_checks(credit, value, f"{where}: iterative_magnitude_prune")
+        credit.check(len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}")
+        schedules = [e.get("ratios") for e in log]
+        has_ratios = bool(log) and all(isinstance(s, dict) and set(s) == set(value["ratios"]) for s in schedules)
+        if credit.check(has_ratios, f"{where}: each log entry needs 'ratios' with every layer of the target"):
+            numbers = all(isinstance(s[n], (int, float)) for s in schedules for n in s)
+            rising = numbers and all(a[n] <= b[n] + 1e-12 for a, b in zip(schedules, schedules[1:]) for n in a)
+            credit.check(rising, f"{where}: a layer's ratio must never decrease from one round to the next")
+            overshoot = numbers and any(s[n] > value["ratios"][n] + 1e-9 for s in schedules for n in s)
+            credit.check(not overshoot, f"{where}: a round's ratio went past the layer's target")
+            landed = numbers and all(math.isclose(schedules[-1][n], t, abs_tol=1e-9) for n, t in value["ratios"].items())
+            credit.check(landed, f"{where}: the last round's ratios must equal the targets exactly")
+            credit.check(numbers and all(s[n] < value["ratios"][n] for s in schedules[:1] for n in s if value["ratios"][n] > 0),
+                         f"{where}: the first round must prune less than the target (that is what makes it iterative)")
+        wrong = _final_counts_ok(value, sparsity_type)
+        credit.check(not wrong, f"{where}: after the last round each layer must be at its target ratio; "
+                                f"wrong layers: {', '.join(wrong) or 'none'}")
+        credit.check(_kept_moved(value), f"{where}: the unpruned weights did not change: retrain after each round")
+    credit.verify()
+
+
+@pytest.mark.points(7)
+def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
+    for permanent in (False, True):
+        label = "masks made permanent" if permanent else "masks attached with torch.nn.utils.prune"
+        result = probe("compact", SHORT, permanent=permanent)
+        if not result.ok or "raised" in result.value:
+            why = result.explain("prune_channels_after_filter_prune") if not result.ok else \
+                f"it raised {result.value['raised']}: {result.value['message']}"
+            credit.check(False, f"{label}: {why}", weight=5)
+            continue
+        value = result.value["value"]
+        if not credit.check(value["is_module"], f"{label}: must return an nn.Module", weight=5):
+            continue
+        credit.check(value["input_unchanged"] and not value["same_object"],
+                     f"{label}: must return a new model and leave the given one as it was")
+        credit.check(value["widths"] == value["kept_widths"] and value["zero_filters"] == 0,
+                     f"{label}: every conv must keep exactly its non-zero filters (no all-zero filters left)")
+        credit.check(value["parameters"] == expected_parameters(value["kept_widths"], value["classes"]) and not value["has_masks"],
+                     f"{label}: the parameter count is not that of the VGG13 with the pruned filters, their BatchNorm "
+                     "channels and the next layer's matching inputs removed")
+        outputs = value.get("outputs")
+        same = isinstance(outputs, torch.Tensor) and outputs.shape == value["expected"].shape and \
+            float((outputs - value["expected"]).abs().max()) <= 1e-4
+        credit.check(same, f"{label}: outputs in eval mode must equal the masked model's (max abs difference <= 1e-4)"
+                           + (f"; the forward pass failed: {value['forward_error']}" if "forward_error" in value else ""),
+                     weight=2)
+    credit.verify()
+
+
+@pytest.mark.points(3)
+def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
+    value = credit.require(probe("plot_mask", SHORT, workdir=probe_dir), "plot_mask")
+    for label, key, weight in (("conv weight (6, 4, 3, 3)", "value", value["weight"]),
+                               ("linear weight (5, 7)", None, value["linear_weight"])):
+        case = value if key else value["linear"]
+        if "raised" in case:
+            credit.check(False, f"{label}: plot_mask raised {case['raised']}: {case['message']}", weight=2)
+            continue
+        image = case["value"]
+        expected = (weight != 0).reshape(weight.shape[0], -1)
+        ok_shape = isinstance(image, torch.Tensor) and tuple(image.shape) == tuple(expected.shape)
+        credit.check(ok_shape, f"{label}: the image must have one row per filter and C_in x kH x kW columns")
+        credit.check(ok_shape and bool(((image == 0) | (image == 1)).all()) and torch.equal(image != 0, expected),
+                     f"{label}: the image must be 1 where the weight is kept and 0 where pruned, row by row")
+    credit.check(is_png(value["path"]), "plot_mask must write a valid PNG to out_path")
+    credit.verify()
+
+
+@pytest.mark.points(2)
+def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, credit):
+    value = credit.require(probe("plot_sparsity", SHORT, workdir=probe_dir), "plot_sparsity_vs_accuracy")
+    if "raised" in value:
+        credit.fail(f"plot_sparsity_vs_accuracy raised {value['raised']}: {value['message']}")
+    points = value["value"]
+    expected = [[r["label"], r["sparsity"], r["accuracy"]] for r in PLOT_RECORDS]
+    ok = isinstance(points, list) and len(points) == len(expected) and all(
+        isinstance(p, list) and len(p) == 3 and p[0] == e[0] and all(isinstance(x, (int, float)) for x in p[1:])
+        and math.isclose(p[1], e[1], abs_tol=1e-9) and math.isclose(p[2], e[2], abs_tol=1e-9) for p, e in zip(points, expected))
+    credit.check(ok, "must return one (label, sparsity, accuracy) per record, in order, with sparsity as the given "
+                     "fraction and accuracy in percent", weight=2)
+    credit.check(is_png(value["path"]), "must write a valid PNG to out_path")
+    credit.verify()
