@@ -19,6 +19,10 @@ class Credit:
     """Weighted checks of one test; the test earns points x (passed weight / total weight)."""
 
     checks: list = field(default_factory=list)  # (weight, passed, message)
+    notes: list = field(default_factory=list)  # shown in the output whether the test passes or not
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def check(self, passed: bool, message: str, weight: float = 1.0) -> bool:
         self.checks.append((weight, bool(passed), message))

@@ -51,6 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--results", type=Path, default=None, help="write Gradescope results.json here")
     group.addoption("--data-dir", type=Path, default=None,
                     help="CIFAR-10 folder for re-measuring accuracies (default: SUBMISSION/data, then the grader's data/)")
+    group.addoption("--dataset", default="cifar10",
+                    help="data set the models must have been evaluated on, per run_log.json (default: %(default)s; "
+                         "'synthetic' for smoke runs)")
     group.addoption("--time-limit", type=float, default=None,
                     help="seconds each student call may take, overriding the per-test limits")
     group.addoption("--public", action="store_true", help="run only the visible tests")
@@ -94,9 +97,10 @@ class GradePlugin:
         outcome.seconds += report.duration
         if report.when == "call" or (report.when == "setup" and not report.passed):
             credit = item.funcargs.get("credit") if hasattr(item, "funcargs") else None
+            notes = "\n".join(credit.notes) + "\n" if credit is not None and credit.notes else ""
             if report.passed:
                 outcome.status, outcome.score = "passed", outcome.points
-                outcome.output = ""
+                outcome.output = notes
             elif report.skipped:
                 reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
                 outcome.status, outcome.score = "skipped", 0.0
@@ -107,7 +111,7 @@ class GradePlugin:
                 partial = credit is not None and isinstance(exc, GradeFailure)
                 outcome.score = round(outcome.points * credit.fraction, 2) if partial else 0.0
                 if isinstance(exc, GradeFailure):
-                    outcome.output = str(exc)
+                    outcome.output = notes + str(exc)
                 elif exc is not None:
                     outcome.output = f"grader error ({type(exc).__name__}: {str(exc)[:300]}); tell the course staff"
                 else:
