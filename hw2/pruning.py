@@ -295,3 +295,63 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
     raise NotImplementedError("plot_mask: write it in hw2/pruning.py (see its docstring)")
 
 
+# ---------------------------------------------------------------------------------------------
+# Bonus (not required for HW2): global magnitude pruning, one threshold across layers
+# ---------------------------------------------------------------------------------------------
+def global_unstructured_prune(tensors: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Magnitude-prune several weights with ONE threshold, as ``torch.nn.utils.prune.global_unstructured`` does.
+
+    Layer-wise pruning removes the same fraction from every layer; global
+    pruning ranks all entries of all the tensors together, so big layers with
+    many small weights lose more and sensitive small layers lose less.
+
+    Args:
+        tensors: parameter name -> weight of any shape (e.g. ``(C_out, C_in, kH, kW)``
+            or ``(out, in)``); not modified.
+        sparsity: fraction in [0, 1) of all their entries together to prune.
+
+    Returns:
+        dict[str, Tensor]: name -> mask of that tensor's shape, dtype and device;
+        0 at the ``round(sparsity * N)`` entries of smallest ``|w|`` among all
+        ``N`` entries of all the tensors, 1 elsewhere.  Ties are broken by
+        position in the concatenation (dict order, then flat index).
+
+    Graded: one mask per tensor with its shape; the zeros over all masks total floor or ceil of sparsity*N; every pruned |w| <= every kept |w| across all tensors; the inputs are unchanged.
+    """
+    raise NotImplementedError("global_unstructured_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[str] | None = None, *,
+                           iterations: int = 1, train_loader, test_loader, epochs: int, device,
+                           lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """Global magnitude pruning with masked retraining: one-shot (``iterations=1``) or iterative (``>= 3``).
+
+    Round ``t`` prunes, with one threshold across ``layer_names`` (your
+    ``global_unstructured_prune``), to ``1 - (1 - sparsity) ** (t / iterations)``
+    of their weights, i.e. the same fraction of the remaining weights each
+    round, landing exactly on ``sparsity`` in the last round; then it retrains
+    with the masks kept (your ``masked_retrain``).  For the classic study
+    "20% of the remaining weights per round until about 0.9", use
+    ``sparsity=0.9, iterations=10`` (20.6% per round).
+
+    Args:
+        model: the trained dense network, pruned in place.
+        sparsity: target fraction in [0, 1) of zeros over the weights of ``layer_names``.
+        layer_names: Conv2d/Linear weight names (``model.named_parameters()``
+            style) that share the threshold; ``None`` = all of them.
+        iterations: 1 (OMP) or at least 3 (IMP).
+        train_loader, test_loader, epochs, device, lr, weight_decay, progress:
+            as in ``oneshot_magnitude_prune`` (``epochs`` per round).
+
+    Returns:
+        list[dict]: one entry per round with ``"iteration"``, ``"ratios"``
+        (``{"global": the round's target}``), ``"sparsity"`` (overall, after
+        pruning), ``"layer_sparsity"`` (name -> fraction), ``"accuracy_before_retrain"``
+        and ``"accuracy"`` (test, percent).
+
+    Raises:
+        ValueError: ``iterations`` is 0 or 2, or a name is not a Conv2d/Linear weight of ``model``.
+
+    Graded: after each round the named weights hold floor or ceil of target*N zeros under one threshold; pruned weights stay zero through retraining; the last round lands on sparsity.
+    """
+    raise NotImplementedError("global_magnitude_prune: write it in hw2/pruning.py (see its docstring)")

@@ -543,3 +543,107 @@ def _save_figure(fig, out_path) -> None:
     fig.savefig(out_path, dpi=FIGURE_DPI)
     plt.close(fig)
 # END SOLUTION
+
+
+# ---------------------------------------------------------------------------------------------
+# Bonus (not required for HW2): global magnitude pruning, one threshold across layers
+# ---------------------------------------------------------------------------------------------
+def global_unstructured_prune(tensors: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Magnitude-prune several weights with ONE threshold, as ``torch.nn.utils.prune.global_unstructured`` does.
+
+    Layer-wise pruning removes the same fraction from every layer; global
+    pruning ranks all entries of all the tensors together, so big layers with
+    many small weights lose more and sensitive small layers lose less.
+
+    Args:
+        tensors: parameter name -> weight of any shape (e.g. ``(C_out, C_in, kH, kW)``
+            or ``(out, in)``); not modified.
+        sparsity: fraction in [0, 1) of all their entries together to prune.
+
+    Returns:
+        dict[str, Tensor]: name -> mask of that tensor's shape, dtype and device;
+        0 at the ``round(sparsity * N)`` entries of smallest ``|w|`` among all
+        ``N`` entries of all the tensors, 1 elsewhere.  Ties are broken by
+        position in the concatenation (dict order, then flat index).
+
+    Graded: one mask per tensor with its shape; the zeros over all masks total floor or ceil of sparsity*N; every pruned |w| <= every kept |w| across all tensors; the inputs are unchanged.
+    """
+    # BEGIN SOLUTION
+    names = list(tensors)
+    magnitudes = torch.cat([tensors[name].detach().abs().flatten().float().cpu() for name in names])  # (N,)
+    k = _count_to_prune(magnitudes.numel(), sparsity)
+    keep = torch.ones(magnitudes.numel())
+    if k > 0:
+        keep[torch.argsort(magnitudes, stable=True)[:k]] = 0
+    masks, start = {}, 0
+    for name in names:
+        tensor = tensors[name]
+        masks[name] = keep[start:start + tensor.numel()].view_as(tensor).to(dtype=tensor.dtype, device=tensor.device)
+        start += tensor.numel()
+    return masks
+    # END SOLUTION
+
+
+def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[str] | None = None, *,
+                           iterations: int = 1, train_loader, test_loader, epochs: int, device,
+                           lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
+    """Global magnitude pruning with masked retraining: one-shot (``iterations=1``) or iterative (``>= 3``).
+
+    Round ``t`` prunes, with one threshold across ``layer_names`` (your
+    ``global_unstructured_prune``), to ``1 - (1 - sparsity) ** (t / iterations)``
+    of their weights, i.e. the same fraction of the remaining weights each
+    round, landing exactly on ``sparsity`` in the last round; then it retrains
+    with the masks kept (your ``masked_retrain``).  For the classic study
+    "20% of the remaining weights per round until about 0.9", use
+    ``sparsity=0.9, iterations=10`` (20.6% per round).
+
+    Args:
+        model: the trained dense network, pruned in place.
+        sparsity: target fraction in [0, 1) of zeros over the weights of ``layer_names``.
+        layer_names: Conv2d/Linear weight names (``model.named_parameters()``
+            style) that share the threshold; ``None`` = all of them.
+        iterations: 1 (OMP) or at least 3 (IMP).
+        train_loader, test_loader, epochs, device, lr, weight_decay, progress:
+            as in ``oneshot_magnitude_prune`` (``epochs`` per round).
+
+    Returns:
+        list[dict]: one entry per round with ``"iteration"``, ``"ratios"``
+        (``{"global": the round's target}``), ``"sparsity"`` (overall, after
+        pruning), ``"layer_sparsity"`` (name -> fraction), ``"accuracy_before_retrain"``
+        and ``"accuracy"`` (test, percent).
+
+    Raises:
+        ValueError: ``iterations`` is 0 or 2, or a name is not a Conv2d/Linear weight of ``model``.
+
+    Graded: after each round the named weights hold floor or ceil of target*N zeros under one threshold; pruned weights stay zero through retraining; the last round lands on sparsity.
+    """
+    # BEGIN SOLUTION
+    if iterations != 1 and iterations < MIN_IMP_ITERATIONS:
+        raise ValueError(f"global pruning runs 1 round (one-shot) or at least {MIN_IMP_ITERATIONS} (iterative), "
+                         f"got iterations={iterations}")
+    valid = list(prunable_weights(model))
+    names = list(layer_names) if layer_names is not None else valid
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a prunable weight of {type(model).__name__}; valid names: {', '.join(valid)}")
+    log = []
+    for step in range(1, iterations + 1):
+        target = sparsity if step == iterations else 1.0 - (1.0 - sparsity) ** (step / iterations)
+        weights = prunable_weights(model)
+        masks = global_unstructured_prune({name: weights[name] for name in names}, target)
+        for name, mask in masks.items():
+            module, tensor_name = _module_of(model, name)
+            masks[name] = _attach_mask(module, tensor_name, mask)
+        report = test_sparsity(model, "unstructured")
+        before = evaluate(model, test_loader, device)
+        optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
+        scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
+        history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
+                                 epochs, device, scheduler, progress)
+        after = history[-1]["test_accuracy"] if history else before
+        print(f"global step {step}: sparsity {report['overall']:.4f}, accuracy {before:.2f}% -> {after:.2f}% "
+              f"after {epochs} epoch(s)")
+        log.append({"iteration": step, "ratios": {"global": target}, "sparsity": report["overall"],
+                    "layer_sparsity": report["layers"], "accuracy_before_retrain": before, "accuracy": after})
+    return log
+    # END SOLUTION
