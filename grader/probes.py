@@ -244,7 +244,7 @@ def masked_retrain() -> dict:
     before = weights_of(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
-                  nn.CrossEntropyLoss(), train_loader, test_loader, 2, DEVICE)
+                  nn.CrossEntropyLoss(), train_loader, test_loader, 1, DEVICE)
     result.update(masks=masks, before=before, after=weights_of(model))
     return result
 

@@ -1,0 +1,65 @@
+"""The grader catches wrong solutions: every mutant in tests/mutants.py loses points on the test that names its bug.
+
+Each mutant is graded on its target test only (the full grading of the
+reference and the stubs is in tests/test_grader.py), two at a time.
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from grader.batch import grade_submission
+from tests.mutants import GRADE_ARGS, MUTANTS, REPO_ROOT, mutant_submission, session_dir
+
+JOBS = 2  # CI has 2 CPUs
+MIN_MUTANTS = 20
+
+
+def _target(results: dict, test: str) -> dict | None:
+    return next((t for t in results.get("tests", []) if t["name"] == test), None)
+
+
+@pytest.fixture(scope="module")
+def mutant_grades() -> dict:
+    """mutant name -> (its target test's entry in results.json, or None; the grading run)."""
+    def grade(mutant):
+        submission = mutant_submission(mutant)
+        run = grade_submission(submission, session_dir() / "mutant_results" / f"{mutant.name}.json", timeout=600,
+                               pytest_args=[*GRADE_ARGS, "-k", mutant.test], isolate=False)
+        return mutant.name, (_target(run.results, mutant.test), run)
+
+    with ThreadPoolExecutor(max_workers=JOBS) as pool:
+        return dict(pool.map(grade, MUTANTS))
+
+
+def test_mutant_suite_is_large_and_names_real_graded_tests():
+    graded = {name for path in (REPO_ROOT / "grader").glob("test_*.py")  # read, not imported: no grader marks here
+              for name in re.findall(r"^def (test_\w+)\(", path.read_text(), flags=re.MULTILINE)}
+    assert len(MUTANTS) >= MIN_MUTANTS
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+    assert {m.test for m in MUTANTS} <= graded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_mutant_loses_points_on_the_test_naming_its_bug(mutant, mutant_grades):
+    target, run = mutant_grades[mutant.name]
+    assert target is not None, f"{mutant.name}: {mutant.test} did not run ({run.status}):\n{run.log_tail}"
+    assert target["score"] < target["max_score"], f"{mutant.name} ({mutant.why}) kept full marks on {mutant.test}"
+    assert target["output"].strip(), "a lost point must come with a reason"
+
+
+@pytest.mark.slow
+def test_mutation_score_is_100_percent(mutant_grades, capsys):
+    killed = [name for name, (target, _) in mutant_grades.items()
+              if target is not None and target["score"] < target["max_score"]]
+    with capsys.disabled():
+        print(f"\nmutation score: {len(killed)}/{len(mutant_grades)} mutants caught "
+              f"({100 * len(killed) / len(mutant_grades):.0f}%)")
+        for mutant in MUTANTS:
+            target, _ = mutant_grades[mutant.name]
+            lost = f"{target['max_score'] - target['score']:g}/{target['max_score']:g}" if target else "not run"
+            print(f"  {mutant.name:<36} {'caught' if mutant.name in killed else 'MISSED':<7} lost {lost:<9} {mutant.test}")
+    assert len(killed) == len(mutant_grades)
