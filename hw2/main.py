@@ -26,14 +26,15 @@ from hw2 import pruning  # noqa: E402
 from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
 from hw2.models import VGG13, build_model, build_model_for_images, make_pruning_permanent  # noqa: E402
-from hw2.train import (add_run_args, default_batch_size, evaluate, fit, prepare_model, resolve_device,  # noqa: E402
-                       scaled_lr, seed_everything)
+from hw2.train import (add_run_args, default_batch_size, evaluate, fit, make_optimizer, make_scheduler,  # noqa: E402
+                       prepare_model, resolve_device, scaled_lr, seed_everything)
 
 METHODS = ("omp", "imp")
 TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type must reach
 DEFAULT_CONFIGS = {kind: REPO_ROOT / "configs" / f"{kind}_{target:.2f}.yaml" for kind, target in TARGETS.items()}
 DEFAULT_PRETRAINED = REPO_ROOT / "pretrained" / "vgg13_cifar10.pt"
 RUN_LOG = "run_log.json"
+THINET_IMAGES = 256  # training images ThiNet measures the next layers' inputs on
 COMPARISON_FIGURE = "sparsity_vs_accuracy.png"
 
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="layer: each layer pruned to its YAML ratio; global: one magnitude threshold across the layers "
                              "(those of --config, else every conv and linear layer) to --global-sparsity, unstructured only "
                              "(default: %(default)s)")
+    parser.add_argument("--criterion", choices=("norm", "thinet"), default="norm",
+                        help="filter pruning: norm = smallest L2 norm (your filter_prune); thinet = the filters whose removal "
+                             f"least changes the next layer's input on {THINET_IMAGES} training images (default: %(default)s)")
     parser.add_argument("--global-sparsity", type=float, default=0.80,
                         help="--scope global: target fraction of zeros over those layers (default: %(default)s)")
     parser.add_argument("--sweep-ratios", type=float, nargs="+", default=None, metavar="RATIO",
@@ -101,6 +105,10 @@ def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
         if any(not 0.0 <= r < 1.0 for r in args.sweep_ratios or ()):
             parser.error(f"--sweep-ratios must each be in [0, 1), got {args.sweep_ratios}")
         return []
+    if args.criterion == "thinet":
+        if args.sparsity_type == "unstructured" or args.scope == "global":
+            parser.error("--criterion thinet chooses whole filters: use --type filter (or leave --type out) and --scope layer")
+        args.sparsity_type = "filter"
     if args.scope == "global":
         if args.sparsity_type == "filter":
             parser.error("--scope global prunes single weights by one threshold: use --type unstructured (or leave --type out)")
@@ -162,6 +170,32 @@ def load_or_train_dense(args, data, image_shape, device, train_loader, test_load
     return model, f"trained on {data.name} for {args.dense_epochs} epochs (no --pretrained given)"
 
 
+def thinet_prune(model, ratios, iterations, args, device, train_loader, test_loader) -> list[dict]:
+    """OMP (1 round) or IMP filter pruning with your ``apply_thinet_pruning``, each round followed by ``masked_retrain``.
+
+    The same loop and per-round ratios as ``oneshot_magnitude_prune`` /
+    ``iterative_magnitude_prune``; only the choice of filters differs.
+    """
+    images = next(iter(train_loader))[0][:THINET_IMAGES]  # (B, C, H, W), augmented training images
+    lr = scaled_lr(args.lr, train_loader.batch_size)
+    steps = []
+    for step in range(1, iterations + 1):
+        step_ratios = {name: target if step == iterations else 1.0 - (1.0 - target) ** (step / iterations)
+                       for name, target in ratios.items()}
+        masks = pruning.apply_thinet_pruning(model, step_ratios, images)
+        sparsity = pruning.test_sparsity(model, "filter")["overall"]
+        before = evaluate(model, test_loader, device)
+        optimizer = make_optimizer(model, lr)
+        scheduler = make_scheduler(optimizer, max(1, args.epochs * len(train_loader)))
+        history = pruning.masked_retrain(model, masks, optimizer, torch.nn.CrossEntropyLoss(), train_loader, test_loader,
+                                         args.epochs, device, scheduler, not args.no_progress)
+        after = history[-1]["test_accuracy"] if history else before
+        print(f"thinet step {step}: sparsity {sparsity:.4f}, accuracy {before:.2f}% -> {after:.2f}% after {args.epochs} epoch(s)")
+        steps.append({"iteration": step, "ratios": step_ratios, "sparsity": sparsity,
+                      "accuracy_before_retrain": before, "accuracy": after})
+    return steps
+
+
 def default_mask_layer(ratios: dict[str, float]) -> str:
     """The layer whose mask figure is drawn: the most pruned one (the first of equals)."""
     return max(ratios, key=lambda name: ratios[name])
@@ -169,7 +203,8 @@ def default_mask_layer(ratios: dict[str, float]) -> str:
 
 def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_loader, test_loader) -> dict:
     """Run one method/type, save the model and its mask figure; return its run-log entry."""
-    kind = "global" if args.scope == "global" else sparsity_type  # Omp_global_0.80_acc_...: one threshold across layers
+    # Omp_global_0.80_acc_...: one threshold across layers; Omp_thinet_0.40_acc_...: filters chosen by ThiNet
+    kind = "global" if args.scope == "global" else "thinet" if args.criterion == "thinet" else sparsity_type
     label = model_label(method, kind)
     if args.scope == "global":
         print(f"\n=== {label}: one threshold to {args.global_sparsity:.2f} over {', '.join(ratios) if ratios else 'all conv and linear layers'} ===")
@@ -179,7 +214,9 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_
     start = time.perf_counter()
     common = dict(train_loader=train_loader, test_loader=test_loader, epochs=args.epochs, device=device,
                   lr=scaled_lr(args.lr, train_loader.batch_size), progress=not args.no_progress)
-    if args.scope == "global":  # one threshold across the layers of the YAML (all conv/linear layers without one)
+    if args.criterion == "thinet":
+        steps = thinet_prune(model, ratios, 1 if method == "omp" else args.iterations, args, device, train_loader, test_loader)
+    elif args.scope == "global":  # one threshold across the layers of the YAML (all conv/linear layers without one)
         steps = pruning.global_magnitude_prune(model, args.global_sparsity, list(ratios) or None,
                                                iterations=1 if method == "omp" else args.iterations, **common)
     elif method == "omp":

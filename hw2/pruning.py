@@ -355,3 +355,82 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[
     Graded: after each round the named weights hold floor or ceil of target*N zeros under one threshold; pruned weights stay zero through retraining; the last round lands on sparsity.
     """
     raise NotImplementedError("global_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bonus (not required for HW2): ThiNet-style filter selection, a data-driven criterion
+# ---------------------------------------------------------------------------------------------
+def next_layer_contributions(model: nn.Module, conv_name: str, images: torch.Tensor, samples: int = 1024,
+                             seed: int = 0) -> torch.Tensor:
+    """How much each filter of ``conv_name`` adds to the next layer's pre-activations, on ``images``.
+
+    Runs ``images`` through ``model`` (eval mode), captures the input ``X`` of
+    the next Conv2d or Linear layer (registered after ``conv_name``; VGG-style
+    networks, where that input is this conv's filters after BatchNorm, ReLU and
+    pooling; in a ResNet it also holds the skip connection, which is caught only
+    when the widths differ), and samples ``samples`` random (image, output unit, position)
+    triples.  Entry ``[m, c]`` is channel ``c``'s term in that output:
+    ``sum over the kernel of W_next[o, c] * X[n, c, patch]``.  Removing a set
+    ``S`` of filters changes sample ``m`` by ``sum_{c in S} contributions[m, c]``.
+
+    Args:
+        model: the network (masks attached or not).
+        conv_name: a Conv2d module name, e.g. ``"features.0"``.
+        images: a batch ``(N, C, H, W)`` of (normalised) training images on the model's device.
+        samples: number of sampled output units ``M``.
+        seed: for the sampling.
+
+    Returns:
+        Tensor ``(M, C_out)`` float32 on the CPU, ``C_out`` = filters of ``conv_name``.
+
+    Raises:
+        ValueError: ``conv_name`` is not a Conv2d, has no layer after it, or the
+            next layer's input does not have one channel per filter.
+
+    Graded: shape (samples, C_out); a filter whose output is zero end to end (weights and BatchNorm scale and shift) has an all-zero column; bad names raise ValueError.
+    """
+    raise NotImplementedError("next_layer_contributions: write it in hw2/pruning.py (see its docstring)")
+
+
+def thinet_select_filters(contributions: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """ThiNet's greedy choice: the filters whose removal least changes the next layer's input.
+
+    Starting from an empty set ``S``, repeatedly add the filter ``c`` that
+    minimises ``sum_m (sum_{s in S + {c}} contributions[m, s]) ** 2`` (the squared
+    change of the sampled next-layer outputs), until ``S`` holds
+    ``round(sparsity * C)`` filters.  Ties go to the lower index.
+
+    Args:
+        contributions: ``(M, C)`` from ``next_layer_contributions``; not modified.
+        sparsity: fraction in [0, 1) of the ``C`` filters to remove.
+
+    Returns:
+        Tensor ``(C,)`` of the contributions' dtype: 0 for the filters to remove, 1 to keep.
+
+    Graded: exactly round(sparsity*C) zeros; they are the greedy choice above (on seeded inputs); a filter whose contributions are all 0 is removed before any other.
+    """
+    raise NotImplementedError("thinet_select_filters: write it in hw2/pruning.py (see its docstring)")
+
+
+def apply_thinet_pruning(model: nn.Module, prune_ratio_dict: dict[str, float], images: torch.Tensor,
+                         samples: int = 1024) -> dict[str, torch.Tensor]:
+    """Filter pruning with the ThiNet criterion instead of the filter norm, layer by layer, in file order.
+
+    For each conv weight in ``prune_ratio_dict``: measure
+    ``next_layer_contributions`` on ``images`` (with the masks of the layers
+    before it already in force), choose filters with ``thinet_select_filters``,
+    and attach the mask (and the BatchNorm masks) as ``apply_pruning`` does for
+    ``"filter"``.
+
+    Args:
+        model: the network, modified in place.
+        prune_ratio_dict: conv weight name -> fraction of its filters to remove.
+        images: a batch ``(N, C, H, W)`` of training images on the model's device.
+        samples: sampled next-layer outputs per layer.
+
+    Returns:
+        dict[str, Tensor]: parameter name -> mask in force, as ``apply_pruning`` returns.
+
+    Graded: each named conv has round(ratio*C_out) all-zero filters, chosen by thinet_select_filters on its contributions; their BatchNorm scale and shift are masked too.
+    """
+    raise NotImplementedError("apply_thinet_pruning: write it in hw2/pruning.py (see its docstring)")

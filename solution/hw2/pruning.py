@@ -647,3 +647,153 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[
                     "layer_sparsity": report["layers"], "accuracy_before_retrain": before, "accuracy": after})
     return log
     # END SOLUTION
+
+
+# ---------------------------------------------------------------------------------------------
+# Bonus (not required for HW2): ThiNet-style filter selection, a data-driven criterion
+# ---------------------------------------------------------------------------------------------
+def next_layer_contributions(model: nn.Module, conv_name: str, images: torch.Tensor, samples: int = 1024,
+                             seed: int = 0) -> torch.Tensor:
+    """How much each filter of ``conv_name`` adds to the next layer's pre-activations, on ``images``.
+
+    Runs ``images`` through ``model`` (eval mode), captures the input ``X`` of
+    the next Conv2d or Linear layer (registered after ``conv_name``; VGG-style
+    networks, where that input is this conv's filters after BatchNorm, ReLU and
+    pooling; in a ResNet it also holds the skip connection, which is caught only
+    when the widths differ), and samples ``samples`` random (image, output unit, position)
+    triples.  Entry ``[m, c]`` is channel ``c``'s term in that output:
+    ``sum over the kernel of W_next[o, c] * X[n, c, patch]``.  Removing a set
+    ``S`` of filters changes sample ``m`` by ``sum_{c in S} contributions[m, c]``.
+
+    Args:
+        model: the network (masks attached or not).
+        conv_name: a Conv2d module name, e.g. ``"features.0"``.
+        images: a batch ``(N, C, H, W)`` of (normalised) training images on the model's device.
+        samples: number of sampled output units ``M``.
+        seed: for the sampling.
+
+    Returns:
+        Tensor ``(M, C_out)`` float32 on the CPU, ``C_out`` = filters of ``conv_name``.
+
+    Raises:
+        ValueError: ``conv_name`` is not a Conv2d, has no layer after it, or the
+            next layer's input does not have one channel per filter.
+
+    Graded: shape (samples, C_out); a filter whose output is zero end to end (weights and BatchNorm scale and shift) has an all-zero column; bad names raise ValueError.
+    """
+    # BEGIN SOLUTION
+    modules = dict(model.named_modules())
+    if not isinstance(modules.get(conv_name), nn.Conv2d):
+        convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
+        raise ValueError(f"{conv_name!r} is not a Conv2d of {type(model).__name__}; conv layers: {', '.join(convs)}")
+    names = list(modules)
+    following = [n for n in names[names.index(conv_name) + 1:] if isinstance(modules[n], (nn.Conv2d, nn.Linear))]
+    if not following:
+        raise ValueError(f"{conv_name!r} has no Conv2d or Linear layer after it")
+    next_layer = modules[following[0]]
+    captured = {}
+    handle = next_layer.register_forward_pre_hook(lambda module, inputs: captured.setdefault("x", inputs[0].detach()))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    x = captured["x"].float()
+    weight = next_layer.weight.detach().float()
+    gen = torch.Generator().manual_seed(seed)
+    channels = modules[conv_name].out_channels
+    if isinstance(next_layer, nn.Linear):  # x: (N, C * S) after flattening S positions per channel
+        per_channel = x.shape[1] // channels
+        n = torch.randint(0, x.shape[0], (samples,), generator=gen)
+        o = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+        terms = x[n].view(samples, channels, per_channel) * weight[o].view(samples, channels, per_channel)
+        return terms.sum(2).cpu()
+    if x.shape[1] != channels:
+        raise ValueError(f"the layer after {conv_name!r} takes {x.shape[1]} channels, not its {channels} filters: "
+                         "ThiNet here handles VGG-style networks (conv -> BN -> ReLU -> pool -> next conv) only")
+    cols = nn.functional.unfold(x, next_layer.kernel_size, next_layer.dilation, next_layer.padding,
+                                next_layer.stride)  # (N, C * kH * kW, L)
+    n = torch.randint(0, cols.shape[0], (samples,), generator=gen)
+    position = torch.randint(0, cols.shape[2], (samples,), generator=gen)
+    o = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+    patches = cols[n, :, position].view(samples, channels, -1)  # (M, C, kH * kW)
+    return (patches * weight[o].view(samples, channels, -1)).sum(2).cpu()
+    # END SOLUTION
+
+
+def thinet_select_filters(contributions: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """ThiNet's greedy choice: the filters whose removal least changes the next layer's input.
+
+    Starting from an empty set ``S``, repeatedly add the filter ``c`` that
+    minimises ``sum_m (sum_{s in S + {c}} contributions[m, s]) ** 2`` (the squared
+    change of the sampled next-layer outputs), until ``S`` holds
+    ``round(sparsity * C)`` filters.  Ties go to the lower index.
+
+    Args:
+        contributions: ``(M, C)`` from ``next_layer_contributions``; not modified.
+        sparsity: fraction in [0, 1) of the ``C`` filters to remove.
+
+    Returns:
+        Tensor ``(C,)`` of the contributions' dtype: 0 for the filters to remove, 1 to keep.
+
+    Graded: exactly round(sparsity*C) zeros; they are the greedy choice above (on seeded inputs); a filter whose contributions are all 0 is removed before any other.
+    """
+    # BEGIN SOLUTION
+    channels = contributions.shape[1]
+    k = _count_to_prune(channels, sparsity)
+    keep = torch.ones(channels, dtype=contributions.dtype)
+    running = torch.zeros(contributions.shape[0], dtype=torch.float64)  # (M,) change of each sampled output
+    terms = contributions.detach().to(torch.float64)
+    for _ in range(k):
+        cost = (running[:, None] + terms).pow(2).sum(0)  # (C,) if that filter were removed next
+        cost[keep == 0] = float("inf")
+        chosen = int(torch.argmin(cost))  # first minimum: the lower index on ties
+        keep[chosen] = 0
+        running += terms[:, chosen]
+    return keep
+    # END SOLUTION
+
+
+def apply_thinet_pruning(model: nn.Module, prune_ratio_dict: dict[str, float], images: torch.Tensor,
+                         samples: int = 1024) -> dict[str, torch.Tensor]:
+    """Filter pruning with the ThiNet criterion instead of the filter norm, layer by layer, in file order.
+
+    For each conv weight in ``prune_ratio_dict``: measure
+    ``next_layer_contributions`` on ``images`` (with the masks of the layers
+    before it already in force), choose filters with ``thinet_select_filters``,
+    and attach the mask (and the BatchNorm masks) as ``apply_pruning`` does for
+    ``"filter"``.
+
+    Args:
+        model: the network, modified in place.
+        prune_ratio_dict: conv weight name -> fraction of its filters to remove.
+        images: a batch ``(N, C, H, W)`` of training images on the model's device.
+        samples: sampled next-layer outputs per layer.
+
+    Returns:
+        dict[str, Tensor]: parameter name -> mask in force, as ``apply_pruning`` returns.
+
+    Graded: each named conv has round(ratio*C_out) all-zero filters, chosen by thinet_select_filters on its contributions; their BatchNorm scale and shift are masked too.
+    """
+    # BEGIN SOLUTION
+    masks: dict[str, torch.Tensor] = {}
+    for name, ratio in prune_ratio_dict.items():
+        module, tensor_name = _module_of(model, name)
+        weight = getattr(module, tensor_name).detach()
+        if weight.dim() != 4:
+            raise ValueError(f"ThiNet selects conv filters; {name!r} has shape {tuple(weight.shape)}")
+        conv_name = name.rpartition(".")[0]
+        keep = thinet_select_filters(next_layer_contributions(model, conv_name, images, samples), ratio)  # (C_out,)
+        filter_mask = keep.to(weight.device, weight.dtype).view(-1, 1, 1, 1).expand_as(weight).clone()
+        masks[name] = _attach_mask(module, tensor_name, filter_mask)
+        found = _following_batchnorm(model, conv_name)
+        if found is not None:
+            bn_name, bn = found
+            channel_mask = masks[name].flatten(1)[:, 0].contiguous()  # (C_out,), 1 = filter kept
+            for bn_tensor in ("weight", "bias"):
+                masks[f"{bn_name}.{bn_tensor}"] = _attach_mask(bn, bn_tensor, channel_mask)
+    return masks
+    # END SOLUTION
