@@ -431,7 +431,7 @@ def report_model(model: nn.Module, arch: str = "vgg13", input_shape: tuple[int, 
         "file_bytes": asdict(sizes), "latency": latency, "device": str(device),
     }
     compact = compaction_for(arch)
-    if with_compacted_latency and compact is not None and sizes.compacted is not None:
+    if with_compacted_latency and compact is not None and sizes.compacted is not None and p_s > 0:  # else nothing was removed
         compacted = compact(model).eval()
         result["compacted"] = {
             "parameters": count_parameters(compacted), "macs": count_macs(compacted, input_shape),
