@@ -121,3 +121,17 @@ def test_main_scope_global_with_filter_is_a_one_line_error(reference_dir, tmp_pa
                       "--dataset", "synthetic", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "--type unstructured" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_global_prune_reaches_every_conv_of_a_resnet18_including_shortcuts(ref):
+    torch.manual_seed(0)
+    data = make_synthetic(num_train=16, num_test=8, seed=0)
+    train_loader, test_loader = make_loaders(data, 8, "cpu", seed=0)
+    model = build_model_for_images("resnet18", 10, (3, 32, 32))
+    steps = ref.global_magnitude_prune(model, 0.5, None, iterations=1, train_loader=train_loader,
+                                       test_loader=test_loader, epochs=0, device="cpu", progress=False)
+    weights = prunable_weights(model)
+    assert steps[0]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert "layer2.0.shortcut.0.weight" in steps[0]["layer_sparsity"]
+    sparsities = {name: float((w == 0).float().mean()) for name, w in weights.items()}
+    assert max(sparsities.values()) - min(sparsities.values()) > 0.1  # one threshold: layers differ
