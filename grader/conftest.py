@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from grader.checks import Credit, GradeFailure
-from grader.sandbox import GRADER_ROOT, ProbeServer
+from grader.sandbox import GRADER_ROOT, ProbeResult, ProbeServer
 
 STUDENT_FILES = ("pruning.py", "answers.md")  # in hw2/: the student's; every other hw2 file is the grader's copy
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values

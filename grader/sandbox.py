@@ -2,7 +2,8 @@
 
 The grader (the pytest process) never imports the student's ``hw2/pruning.py``.
 It starts one *probe server* per grading session: a Python process that imports
-torch and ``grader.probes`` once and then, for every request, forks a fresh child
+torch and ``grader.probes`` once (from sources the grader read before any
+student code ran, passed on stdin) and then, for every request, forks a fresh child
 that runs one probe (grader code calling student functions) and saves the
 probe's return value with ``torch.save``.  The grader reads it back with
 ``torch.load(weights_only=True)``: plain tensors, numbers, strings, lists and
@@ -19,8 +20,9 @@ What a child may do, and what the grader then reports:
 * run past its time limit         -> the whole process group is killed, ``status="timeout"``;
 * print megabytes                 -> output goes to a file capped at ``OUTPUT_LIMIT_BYTES``
                                      (``RLIMIT_FSIZE``); only its tail is reported;
-* write over grader files         -> the probes are already in the server's memory, and the
-                                     grader writes results.json only after every child is gone.
+* write over grader files         -> the probes are in the server's memory (a restarted server gets
+                                     the sources read at the start), and the grader writes
+                                     results.json only after every child is gone.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,6 +41,25 @@ GRADER_ROOT = Path(__file__).resolve().parent.parent  # holds grader/ and the tr
 OUTPUT_LIMIT_BYTES = 32 * 2**20  # per child: stdout + stderr + anything else it writes
 TAIL_CHARS = 1500  # of the child's output, shown in a failure message
 SERVER_START_SECONDS = 120  # importing torch on a loaded CI machine
+
+
+SERVER_MODULES = (("grader", "grader/__init__.py"), ("grader.sandbox", "grader/sandbox.py"),
+                  ("grader.probes", "grader/probes.py"))
+# The server's first stdin line holds the sources of SERVER_MODULES; they become modules in memory.
+BOOTSTRAP = """
+import json, sys, types
+sources = json.loads(sys.stdin.readline())
+for name, (path, text) in sources.items():
+    module = types.ModuleType(name)
+    module.__file__ = path
+    if name == "grader":
+        module.__path__ = []
+    sys.modules[name] = module
+    if "." in name:
+        setattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2], module)
+    exec(compile(text, path, "exec"), module.__dict__)
+sys.modules["grader.sandbox"].serve()
+"""
 
 
 @dataclass
@@ -83,13 +103,18 @@ class ProbeServer:
         self.scratch = Path(scratch)
         self.process: subprocess.Popen | None = None
         self.counter = 0
+        # Read now, before any student code runs: a server restarted later (after a child killed it)
+        # runs these sources, not whatever a submission may have written into grader/ since.
+        self.sources = {name: (str(GRADER_ROOT / path), (GRADER_ROOT / path).read_text()) for name, path in SERVER_MODULES}
 
     def _start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(GRADER_ROOT), PYTHONDONTWRITEBYTECODE="1",
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, "-m", "grader.sandbox", "--serve"], cwd=self.scratch,
+        env = dict(os.environ, PYTHONPATH="", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.process = subprocess.Popen([sys.executable, "-c", BOOTSTRAP], cwd=self.scratch,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         env=env, text=True, bufsize=1, start_new_session=True)
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(self.sources) + "\n")
+        self.process.stdin.flush()
         line = self._read_line(SERVER_START_SECONDS)
         if line is None or json.loads(line).get("ready") is not True:
             self.close()
@@ -123,7 +148,10 @@ class ProbeServer:
         seconds = time.perf_counter() - start
         tail = _tail(log)
         if line is None:
+            died = self.process.poll() is not None
             self.close()
+            if died:  # the child killed its parent, the server; the next probe starts a new one
+                return ProbeResult("exited", error="the grader's process was killed", output_tail=tail, seconds=seconds)
             return ProbeResult("timeout", error=f"{timeout:.0f} s", output_tail=tail, seconds=seconds)
         reply = json.loads(line)
         if reply["timed_out"]:
@@ -204,6 +232,7 @@ def _child(request: dict) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT_BYTES, OUTPUT_LIMIT_BYTES))
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; past the limit the child is stopped
         sys.stdin = open(os.devnull)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
@@ -278,15 +307,3 @@ def serve() -> None:
                  "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}
         protocol.write(json.dumps(reply) + "\n")
         protocol.flush()
-
-
-def new_scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="hw2-grader-"))
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        serve()
-    else:
-        print("usage: python -m grader.sandbox --serve   (started by the grader, not by hand)", file=sys.stderr)
-        sys.exit(2)

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +34,8 @@ class Mutant:
     name: str
     test: str  # the graded test that must lose points
     why: str
-    edits: tuple = ()  # (old, new) text replacements in hw2/pruning.py; each old must occur exactly once
+    edits: tuple = ()  # (old, new) text replacements in hw2/pruning.py; each old must occur exactly once ...
+    scope: str = ""  # ... in this top-level function of it (the whole file when empty)
     artifacts: object = None  # or a function(results_dir) that edits the run outputs
 
 
@@ -279,17 +280,39 @@ MUTANTS = [
 ]
 
 
+_SCOPES = {"yaml_": "read_prune_ratios_from_yaml", "unstructured_": "unstructured_prune", "filter_": "filter_prune",
+           "apply_": "apply_pruning", "sparsity_": "test_sparsity", "retrain_": "masked_retrain",
+           "omp_": "oneshot_magnitude_prune", "imp_": "iterative_magnitude_prune",
+           "compact_": "prune_channels_after_filter_prune", "plot_mask": "plot_mask",
+           "plot_sparsity": "plot_sparsity_vs_accuracy"}  # code mutants edit the function their name starts with
+MUTANTS = [Mutant(m.name, m.test, m.why, m.edits, next(s for p, s in _SCOPES.items() if m.name.startswith(p)))
+           if m.edits else m for m in MUTANTS]
+
+
 class MutantError(ValueError):
     """A mutant's edit no longer applies to the reference: update tests/mutants.py."""
 
 
+def _function_span(text: str, name: str) -> tuple[int, int]:
+    """Start and end offsets of top-level ``def name(`` up to the next top-level statement."""
+    match = re.search(rf"^def {re.escape(name)}\(", text, flags=re.MULTILINE)
+    if match is None:
+        raise MutantError(f"function {name} is not in the reference")
+    following = re.compile(r"^\S", flags=re.MULTILINE)
+    body = following.search(text, text.index("\n", match.start()) + 1)
+    while body is not None and text[body.start():].startswith(("#", ")")):
+        body = following.search(text, text.index("\n", body.start()) + 1)
+    return match.start(), body.start() if body else len(text)
+
+
 def mutate(text: str, mutant: Mutant) -> str:
     for old, new in mutant.edits:
-        count = text.count(old)
+        start, end = _function_span(text, mutant.scope) if mutant.scope else (0, len(text))
+        count = text[start:end].count(old)
         if count != 1:
-            raise MutantError(f"mutant {mutant.name}: the text to replace occurs {count} times in the reference "
-                              f"(expected once): {old.strip()[:80]!r}")
-        text = text.replace(old, new)
+            raise MutantError(f"mutant {mutant.name}: the text to replace occurs {count} times in "
+                              f"{mutant.scope or 'the reference'} (expected once): {old.strip()[:80]!r}")
+        text = text[:start] + text[start:end].replace(old, new) + text[end:]
     return text
 
 
@@ -329,20 +352,22 @@ def stub_submission() -> Path:
     return dest
 
 
-def mutant_submission(mutant: Mutant) -> Path:
-    """A copy of the reference (hard links for unchanged files) with the mutant's edit applied."""
+def mutant_submission(*mutants: Mutant, name: str = "") -> Path:
+    """A copy of the reference (hard links for unchanged outputs) with the mutants' edits applied."""
     reference = reference_submission()
-    dest = session_dir() / "mutants" / mutant.name
+    dest = session_dir() / "mutants" / (name or mutants[0].name)
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "hw2").mkdir(parents=True)
     for source in (reference / "hw2").iterdir():
         if source.is_file():
             shutil.copy2(source, dest / "hw2" / source.name)
-    if mutant.edits:
-        pruning = dest / "hw2" / "pruning.py"
+    pruning = dest / "hw2" / "pruning.py"
+    for mutant in mutants:
         pruning.write_text(mutate(pruning.read_text(), mutant))
-    if mutant.artifacts is not None:
+    if any(m.artifacts is not None for m in mutants):
         shutil.copytree(reference / "results", dest / "results", copy_function=os.link)
-        mutant.artifacts(dest / "results")
+        for mutant in mutants:
+            if mutant.artifacts is not None:
+                mutant.artifacts(dest / "results")
     return dest
