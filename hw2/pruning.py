@@ -122,7 +122,7 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
     Raises:
         ValueError: unknown ``sparsity_type``.
 
-    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold).
+    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; a second call with larger ratios prunes each layer further to its new ratio; for filter, each pruned filter's BatchNorm weight and bias are 0.
     """
     raise NotImplementedError("apply_pruning: write it in hw2/pruning.py (see its docstring)")
 
@@ -193,7 +193,7 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
         ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
 
-    Graded: the model is pruned once (one entry) to the given ratios and retrained with the masks kept.
+    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil) and retrained: pruned weights stay zero, the others change.
     """
     raise NotImplementedError("oneshot_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -220,7 +220,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
     Raises:
         ValueError: ``iterations`` < 3.
 
-    Graded: at least 3 rounds (fewer raises ValueError); ratios never decrease; the last round lands exactly on the target.
+    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; ratios never decrease nor pass the target, start below it and the last round's equal it exactly; each layer ends at its target; retrained every round.
     """
     raise NotImplementedError("iterative_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -252,7 +252,7 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
         4. Why does unstructured sparsity give no speed-up on a GPU, while the
            compacted filter-pruned model does?
 
-    Graded: the result has fewer parameters (exactly the expected count), no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode).
+    Graded: a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
     """
     raise NotImplementedError("prune_channels_after_filter_prune: write it in hw2/pruning.py (see its docstring)")
 
