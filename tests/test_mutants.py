@@ -63,3 +63,10 @@ def test_mutation_score_is_100_percent(mutant_grades, capsys):
             lost = f"{target['max_score'] - target['score']:g}/{target['max_score']:g}" if target else "not run"
             print(f"  {mutant.name:<36} {'caught' if mutant.name in killed else 'MISSED':<7} lost {lost:<9} {mutant.test}")
     assert len(killed) == len(mutant_grades)
+
+
+@pytest.mark.slow
+def test_checkpoint_that_needs_code_is_rejected_without_running_it(mutant_grades):
+    target, _ = mutant_grades["checkpoint_needs_code"]
+    assert not (session_dir() / "mutants" / "checkpoint_needs_code" / "results" / "CODE_WAS_EXECUTED").exists()
+    assert "weights_only=True" in target["output"] and "Omp_filter" in target["output"]
