@@ -112,6 +112,7 @@ class GradePlugin:
                 outcome.score = round(outcome.points * credit.fraction, 2) if partial else 0.0
                 if isinstance(exc, GradeFailure):
                     outcome.output = notes + str(exc)
+                    report.longrepr = f"{name}: {outcome.score:g} of {outcome.points:g} points\n{outcome.output}"  # no traceback
                 elif exc is not None:
                     outcome.output = f"grader error ({type(exc).__name__}: {str(exc)[:300]}); tell the course staff"
                 else:

@@ -165,8 +165,8 @@ def test_accuracy_in_file_name_is_measured(loaded_models, run_log, data_dir, pyt
             credit.check(False, f"{label}: cannot be checked: {entry['error']}")
             continue
         match = re.match(NAME_PATTERN.format(label=label), entry["path"].name)
-        if not credit.check(match is not None, f"{label}: the accuracy cannot be read from the file name "
-                                               f"{entry['path'].name}"):
+        if match is None:
+            credit.check(False, f"{label}: the accuracy cannot be read from the file name {entry['path'].name}")
             continue
         measured = evaluate(entry["model"], test_loader, torch.device("cpu"), exact=True)
         credit.check(abs(float(match["accuracy"]) - measured) <= ACCURACY_TOLERANCE,
@@ -182,7 +182,8 @@ def test_imp_log_has_at_least_three_iterations(run_log, loaded_models, credit):
     models = run_log.get("models") if isinstance(run_log.get("models"), dict) else {}
     for label in ("Imp_unstructured", "Imp_filter"):
         entry = models.get(label)
-        if not credit.check(isinstance(entry, dict), f"{label}: missing from run_log.json's models"):
+        if not isinstance(entry, dict):
+            credit.check(False, f"{label}: missing from run_log.json's models")
             continue
         iterations, steps = entry.get("iterations"), entry.get("steps")
         credit.check(isinstance(iterations, int) and iterations >= MIN_IMP_ITERATIONS

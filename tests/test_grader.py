@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -299,3 +300,22 @@ def test_batch_grades_every_submission_into_a_gradebook(tmp_path):
     assert float(rows["alice"]["score"]) == 8 and float(rows["bob"]["score"]) == 0 and float(rows["carol"]["score"]) == 0
     carol = json.loads((tmp_path / "grades_results" / "carol.json").read_text())
     assert all("SyntaxError" in t["output"] for t in carol["tests"])
+
+
+@pytest.mark.slow
+def test_accuracy_check_is_skipped_not_passed_without_cifar10(tmp_path):
+    submission = tmp_path / "submission"
+    shutil.copytree(reference_submission() / "hw2", submission / "hw2")
+    shutil.copytree(reference_submission() / "results", submission / "results", copy_function=os.link)
+    log_path = submission / "results" / "run_log.json"
+    log = json.loads(log_path.read_text())
+    log["dataset"] = "cifar10"  # as a real submission's run log says
+    log_path.unlink()
+    log_path.write_text(json.dumps(log))
+    (tmp_path / "empty").mkdir()
+    run = grade_submission(submission, tmp_path / "results.json", isolate=False,
+                           pytest_args=["--data-dir", str(tmp_path / "empty"), "-k", "accuracy_in_file_name"])
+    test = by_name(run.results)["test_accuracy_in_file_name_is_measured"]
+    assert test["score"] == 0 and test["status"] == "failed"
+    assert test["output"].startswith("SKIPPED") and "CIFAR-10 test set is not available" in test["output"]
+    assert "Not graded here" in run.results["output"]
