@@ -80,6 +80,7 @@ class ProbeResult:
 
     def explain(self, function: str) -> str:
         """A one-paragraph reason for a failed run, addressed to the student."""
+        function = self.extra.get("what", function)
         if self.status == "raised":
             text = f"{function} raised {self.error}"
             if self.where:

@@ -319,3 +319,17 @@ def test_accuracy_check_is_skipped_not_passed_without_cifar10(tmp_path):
     assert test["score"] == 0 and test["status"] == "failed"
     assert test["output"].startswith("SKIPPED") and "CIFAR-10 test set is not available" in test["output"]
     assert "Not graded here" in run.results["output"]
+
+
+@pytest.mark.slow
+def test_submission_hanging_at_import_fails_every_code_test_once(tmp_path):
+    submission = tmp_path / "submission"
+    shutil.copytree(reference_submission() / "hw2", submission / "hw2")
+    with open(submission / "hw2" / "pruning.py", "a") as f:
+        f.write("\nimport time\nwhile True:  # left over from debugging\n    time.sleep(0.1)\n")
+    run = grade_submission(submission, tmp_path / "results.json", isolate=False, timeout=300,
+                           pytest_args=[*GRADE_ARGS, "--time-limit", "5", "-k", "read_prune_ratios or plot_sparsity"])
+    assert run.status == "graded" and run.seconds < 120, run.log_tail
+    assert len(run.results["tests"]) == 2
+    for test in run.results["tests"]:
+        assert test["score"] == 0 and "importing hw2/pruning.py did not finish within the time limit" in test["output"]
