@@ -117,7 +117,7 @@ class ProbeServer:
         self.process.stdin.write(json.dumps(self.sources) + "\n")
         self.process.stdin.flush()
         line = self._read_line(SERVER_START_SECONDS)
-        if line is None or json.loads(line).get("ready") is not True:
+        if not line or json.loads(line).get("ready") is not True:
             self.close()
             raise RuntimeError("the probe server did not start (is torch importable by this Python?)")
 
@@ -126,8 +126,7 @@ class ProbeServer:
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:
             return None
-        line = self.process.stdout.readline()
-        return line or None
+        return self.process.stdout.readline()  # "" at end of file: the server is gone
 
     def run(self, probe: str, timeout: float, **kwargs) -> ProbeResult:
         """Run ``grader.probes.<probe>(**kwargs)`` in a fresh child; never raises for student misbehaviour."""
@@ -148,8 +147,8 @@ class ProbeServer:
         line = self._read_line(timeout + 30)
         seconds = time.perf_counter() - start
         tail = _tail(log)
-        if line is None:
-            died = self.process.poll() is not None
+        if not line:
+            died = line == ""  # end of file before the time limit: the server died (a child killed it)
             self.close()
             if died:  # the child killed its parent, the server; the next probe starts a new one
                 return ProbeResult("exited", error="the grader's process was killed", output_tail=tail, seconds=seconds)
