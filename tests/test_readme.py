@@ -1,0 +1,105 @@
+"""Every command README.md shows is run by a test or by .ci/run: a new command needs a new entry here."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from grader.solution import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+CI = REPO_ROOT / ".ci" / "run"
+
+# README command (prefix, after collapsing spaces) -> where it runs: ".ci/run" or "tests/FILE.py::TEST".
+COVERAGE = [
+    ("python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && python -m pytest", ".ci/run"),
+    ("bash run_reference.sh", ".ci/run"),
+    ("cd hw2", "shell"),
+    ("python main.py --method imp --type filter", "tests/test_main_cli.py::test_runs_from_inside_hw2_too_and_replaces_its_older_model_file"),
+    ("python main.py --method all", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
+    ("python hw2/main.py --method all --dataset synthetic", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
+    ("pytest grader/ --public", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
+    ("pytest grader/", "tests/test_grader.py::test_reference_scores_full_marks"),
+    ("python -m grader.batch", "tests/test_grader.py::test_batch_grades_every_submission_into_a_gradebook"),
+    ("python -m grader.gradescope", "tests/test_grader.py::test_gradescope_package_holds_scripts_and_grader_bundle"),
+    ("python benchmarks/grade_time.py", ".ci/run"),
+    ("python benchmarks/train_speed.py", "tests/test_benchmark_script.py::test_train_speed_benchmark_prints_both_paths_and_their_ratio"),
+    ("python -m grader.solution --write-stubs", "tests/test_readme.py::test_stub_commands_run"),
+    ("python -m grader.solution --check", "tests/test_readme.py::test_stub_commands_run"),
+    ("python -m grader.solution --release", "tests/test_readme.py::test_release_command_runs"),
+    ("python -m grader.solution --branch", "tests/test_solution_export.py::test_branch_holds_exactly_the_exported_tree"),
+    ("python -m grader.solution /tmp/", "tests/test_solution_export.py::test_export_refuses_a_non_empty_destination"),
+    ("apt-get install -y dataset-fashion-mnist", ".ci/run"),
+    ("python hw2/main.py --method all --type unstructured --arch lenet5 --dataset fashion-mnist",
+     "tests/test_fashion_mnist.py::test_lenet5_on_fashion_mnist_imp_keeps_accuracy_within_one_point_of_dense"),
+    ("python hw2/main.py --method sweep", "tests/test_sweep.py::test_main_sweep_prints_the_table_and_writes_json_and_plot"),
+    ("python hw2/main.py --method all --scope global", "tests/test_global_pruning.py::test_main_scope_global_saves_an_omp_global_model_at_the_target"),
+    ("python hw2/main.py --method imp --type filter --criterion thinet", "tests/test_thinet.py::test_main_criterion_thinet_saves_an_imp_thinet_model"),
+    ("python -m hw2.report", "tests/test_report.py::test_cli_reports_models_writes_json_and_the_score_plot"),
+    ("python3 ../shared/data/make_cifar10.py data", "tests/test_data.py::test_reads_the_cifar10_jpeg_copy_whose_md5_differs_from_the_official"),
+]
+
+
+def readme_commands() -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command and not command.startswith("#"):
+                commands.append(re.sub(r"\s+", " ", command))
+    return commands
+
+
+def where(command: str) -> str | None:
+    for prefix, place in COVERAGE:
+        if command.startswith(prefix):
+            return place
+    return None
+
+
+def test_every_readme_command_is_run_somewhere():
+    commands = readme_commands()
+    assert len(commands) > 20
+    missing = [c for c in commands if where(c) is None]
+    assert not missing, f"README commands no test or .ci/run runs (add them to COVERAGE): {missing}"
+    ci = CI.read_text()
+    for command in commands:
+        place = where(command)
+        if place == ".ci/run":
+            key = {"bash run_reference.sh": "run_reference.sh", "python benchmarks/grade_time.py": "grade_time.py",
+                   "apt-get install -y dataset-fashion-mnist": "dataset-fashion-mnist"}.get(command, "pytest")
+            assert key in ci, f".ci/run does not run {command!r}"
+        elif place.startswith("tests/"):
+            path, test = place.split("::")
+            assert re.search(rf"def {test}\(", (REPO_ROOT / path).read_text()), f"{place} does not exist"
+
+
+def test_stub_commands_run():
+    for flag in ("--check", "--write-stubs"):
+        result = subprocess.run([sys.executable, "-m", "grader.solution", flag], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert subprocess.run(["git", "diff", "--quiet", "--", "hw2/pruning.py"], cwd=REPO_ROOT).returncode == 0, \
+        "--write-stubs changed the committed stubs"
+
+
+def test_release_command_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "grader.solution", "--release", str(tmp_path / "student")],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "student" / "hw2" / "pruning.py").is_file() and not (tmp_path / "student" / "solution").exists()
+
+
+@pytest.mark.slow
+def test_student_self_check_grades_a_synthetic_run(reference_dir):
+    """The two self-check commands, on the exported reference: every visible check passes."""
+    run = subprocess.run([sys.executable, "hw2/main.py", "--method", "all", "--dataset", "synthetic", "--epochs", "0",
+                          "--dense-epochs", "1", "--no-progress", "--out", "results"], cwd=reference_dir,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    grade = subprocess.run([sys.executable, "-m", "pytest", "grader/", "--public", "--dataset", "synthetic", "-q", "-p",
+                            "no:cacheprovider"], cwd=reference_dir, capture_output=True, text=True, timeout=900)
+    assert grade.returncode == 0, grade.stdout[-3000:]
+    total = re.search(r"^TOTAL\s+(\S+)\s+(\S+)", grade.stdout, flags=re.M)
+    assert total and float(total.group(1)) == float(total.group(2)) > 0, grade.stdout[-2000:]
