@@ -70,6 +70,19 @@ def _attach_mask(module: nn.Module, tensor_name: str, mask: torch.Tensor) -> tor
     """Attach ``mask`` with torch.nn.utils.prune (combined with an existing one); return the mask in force."""
     prune.custom_from_mask(module, tensor_name, mask.to(getattr(module, tensor_name).device))
     return getattr(module, tensor_name + "_mask").detach().clone()
+
+
+def _mask_batchnorm_after(model: nn.Module, conv_name: str, filter_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mask the scale and shift of the BatchNorm channels of pruned filters, so those channels output exactly 0."""
+    found = _following_batchnorm(model, conv_name)
+    if found is None:
+        return {}
+    bn_name, bn = found
+    channel_mask = filter_mask.flatten(1)[:, 0].contiguous()  # (C_out,), 1 = filter kept
+    masks = {}
+    for bn_tensor in ("weight", "bias"):
+        masks[f"{bn_name}.{bn_tensor}"] = _attach_mask(bn, bn_tensor, channel_mask)
+    return masks
 # END SOLUTION
 
 
@@ -214,12 +227,7 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
             raise ValueError(f"filter pruning applies to conv weights; {name!r} has shape {tuple(weight.shape)}: "
                              "remove it from the filter YAML or prune it unstructured")
         masks[name] = _attach_mask(module, tensor_name, filter_prune(weight, ratio))
-        found = _following_batchnorm(model, name.rpartition(".")[0])
-        if found is not None:
-            bn_name, bn = found
-            channel_mask = masks[name].flatten(1)[:, 0].contiguous()  # (C_out,), 1 = filter kept
-            for bn_tensor in ("weight", "bias"):
-                masks[f"{bn_name}.{bn_tensor}"] = _attach_mask(bn, bn_tensor, channel_mask)
+        masks.update(_mask_batchnorm_after(model, name.rpartition(".")[0], masks[name]))
     return masks
     # END SOLUTION
 
@@ -789,11 +797,6 @@ def apply_thinet_pruning(model: nn.Module, prune_ratio_dict: dict[str, float], i
         keep = thinet_select_filters(next_layer_contributions(model, conv_name, images, samples), ratio)  # (C_out,)
         filter_mask = keep.to(weight.device, weight.dtype).view(-1, 1, 1, 1).expand_as(weight).clone()
         masks[name] = _attach_mask(module, tensor_name, filter_mask)
-        found = _following_batchnorm(model, conv_name)
-        if found is not None:
-            bn_name, bn = found
-            channel_mask = masks[name].flatten(1)[:, 0].contiguous()  # (C_out,), 1 = filter kept
-            for bn_tensor in ("weight", "bias"):
-                masks[f"{bn_name}.{bn_tensor}"] = _attach_mask(bn, bn_tensor, channel_mask)
+        masks.update(_mask_batchnorm_after(model, conv_name, masks[name]))
     return masks
     # END SOLUTION
