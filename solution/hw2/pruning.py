@@ -387,15 +387,20 @@ def _prune_and_retrain(model, sparsity_type, ratios, step, train_loader, test_lo
                        weight_decay, progress) -> dict:
     masks = apply_pruning(model, sparsity_type, ratios)
     sparsity = test_sparsity(model, sparsity_type)["overall"]
+    before, after = _retrain_pruned(model, masks, train_loader, test_loader, epochs, device, lr, weight_decay, progress)
+    print(f"step {step}: sparsity {sparsity:.4f}, accuracy {before:.2f}% -> {after:.2f}% after {epochs} epoch(s)")
+    return {"iteration": step, "ratios": ratios, "sparsity": sparsity,
+            "accuracy_before_retrain": before, "accuracy": after}
+
+
+def _retrain_pruned(model, masks, train_loader, test_loader, epochs, device, lr, weight_decay, progress):
+    """Masked retraining with a fresh optimizer and cosine schedule; returns test accuracy (before, after)."""
     before = evaluate(model, test_loader, device)
     optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
     history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
                              epochs, device, scheduler, progress)
-    after = history[-1]["test_accuracy"] if history else before
-    print(f"step {step}: sparsity {sparsity:.4f}, accuracy {before:.2f}% -> {after:.2f}% after {epochs} epoch(s)")
-    return {"iteration": step, "ratios": ratios, "sparsity": sparsity,
-            "accuracy_before_retrain": before, "accuracy": after}
+    return before, history[-1]["test_accuracy"] if history else before
 # END SOLUTION
 
 
@@ -643,12 +648,8 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[
             module, tensor_name = _module_of(model, name)
             masks[name] = _attach_mask(module, tensor_name, mask)
         report = test_sparsity(model, "unstructured")
-        before = evaluate(model, test_loader, device)
-        optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
-        scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
-        history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
-                                 epochs, device, scheduler, progress)
-        after = history[-1]["test_accuracy"] if history else before
+        before, after = _retrain_pruned(model, masks, train_loader, test_loader, epochs, device, lr, weight_decay,
+                                        progress)
         print(f"global step {step}: sparsity {report['overall']:.4f}, accuracy {before:.2f}% -> {after:.2f}% "
               f"after {epochs} epoch(s)")
         log.append({"iteration": step, "ratios": {"global": target}, "sparsity": report["overall"],
