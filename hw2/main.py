@@ -133,38 +133,33 @@ def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
 
 
 def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
-    """The dense starting model and a line saying where it came from."""
-    path = args.pretrained or DEFAULT_PRETRAINED
+    """The dense starting model and a line saying where it came from.
+
+    VGG13 loads ``--pretrained`` (default pretrained/vgg13_cifar10.pt); only on
+    synthetic data with no file is it trained first.  Other ``--arch`` load
+    ``--pretrained`` when given, else are trained for ``--dense-epochs``.
+    """
     image_shape = tuple(data.train_images.shape[1:])  # (C, H, W)
-    if args.arch != "vgg13":  # pretrained/ holds VGG13's file only: other architectures are trained first unless --pretrained
-        return load_or_train_dense(args, data, image_shape, device, train_loader, test_loader)
-    if path.is_file() or args.pretrained is not None or args.dataset != "synthetic":
+    path = args.pretrained or (DEFAULT_PRETRAINED if args.arch == "vgg13" else None)
+    must_load = args.pretrained is not None or (args.arch == "vgg13" and args.dataset != "synthetic")
+    if path is not None and (path.is_file() or must_load):
         if not path.is_file():
             raise CheckpointError(f"pretrained checkpoint {path} not found; train it with 'python -m hw2.train --out {path}' "
                                   "(needs a GPU for CIFAR-10, see pretrained/README.md) or pass --pretrained PATH")
         state_dict, _ = load_checkpoint(path)
-        model = VGG13.from_state_dict(state_dict)
-        if model.classifier.out_features != data.num_classes:
-            raise CheckpointError(f"{path} has {model.classifier.out_features} classes but {data.name} has {data.num_classes}")
+        if args.arch == "vgg13":
+            model = VGG13.from_state_dict(state_dict)
+            if model.classifier.out_features != data.num_classes:
+                raise CheckpointError(f"{path} has {model.classifier.out_features} classes but {data.name} has {data.num_classes}")
+        else:
+            model = build_model_for_images(args.arch, data.num_classes, image_shape)
+            try:
+                model.load_state_dict(state_dict)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{path} does not fit --arch {args.arch} on {data.name}: "
+                                      f"{str(exc).strip().splitlines()[0]}") from None
         return prepare_model(model, device), f"loaded {path}"
-    model = prepare_model(build_model("vgg13", num_classes=data.num_classes), device)
-    fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
-        label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
-    return model, f"trained on synthetic data for {args.dense_epochs} epochs (no --pretrained given)"
-
-
-def load_or_train_dense(args, data, image_shape, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
-    """For ``--arch`` other than VGG13: load ``--pretrained`` into that architecture, or train it for ``--dense-epochs``."""
-    model = build_model_for_images(args.arch, data.num_classes, image_shape)
-    if args.pretrained is not None:
-        state_dict, _ = load_checkpoint(args.pretrained)
-        try:
-            model.load_state_dict(state_dict)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{args.pretrained} does not fit --arch {args.arch} on {data.name}: "
-                                  f"{str(exc).strip().splitlines()[0]}") from None
-        return prepare_model(model, device), f"loaded {args.pretrained}"
-    model = prepare_model(model, device)
+    model = prepare_model(build_model_for_images(args.arch, data.num_classes, image_shape), device)
     fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
         label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
     return model, f"trained on {data.name} for {args.dense_epochs} epochs (no --pretrained given)"
