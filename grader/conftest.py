@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from grader.checks import Credit, GradeFailure
-from grader.sandbox import GRADER_ROOT, ProbeResult, ProbeServer
+from grader.sandbox import GRADER_ROOT, MEMORY_LIMIT_BYTES, ProbeResult, ProbeServer
 
 STUDENT_FILES = ("pruning.py", "answers.md")  # in hw2/: the student's; every other hw2 file is the grader's copy
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
@@ -57,6 +57,8 @@ def pytest_addoption(parser):
                          "'synthetic' for smoke runs)")
     group.addoption("--time-limit", type=float, default=None,
                     help="seconds each student call may take, overriding the per-test limits")
+    group.addoption("--memory-limit", type=float, default=MEMORY_LIMIT_BYTES / 2**30,
+                    help="gigabytes each student call may allocate (default: %(default)s)")
     group.addoption("--public", action="store_true", help="run only the visible tests")
 
 
@@ -221,7 +223,7 @@ def probe(pytestconfig, workspace, scratch):
     """``probe(name, timeout, **kwargs) -> ProbeResult``: run grader.probes.<name> in the sandbox (results cached)."""
     child_dir = scratch / "children"
     child_dir.mkdir()
-    server = ProbeServer(workspace, child_dir)
+    server = ProbeServer(workspace, child_dir, memory_limit=int(pytestconfig.getoption("--memory-limit") * 2**30))
     pytestconfig._hw2_server = server
     override = pytestconfig.getoption("--time-limit")
     cache: dict = {}

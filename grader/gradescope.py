@@ -38,15 +38,17 @@ cd /autograder/source
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this once per submission, in a fresh container.
-cd /autograder/source
-mkdir -p /autograder/results
-/autograder/venv/bin/python -m pytest grader/ -p no:cacheprovider -q \\
-    --submission /autograder/submission --results /autograder/results/results.json \\
-    --data-dir /autograder/source/data {extra}
+# AUTOGRADER_ROOT (default /autograder) lets the project's tests run this script on a copy of that layout.
+AG="${{AUTOGRADER_ROOT:-/autograder}}"
+cd "$AG/source"
+mkdir -p "$AG/results"
+"$AG/venv/bin/python" -m pytest grader/ -p no:cacheprovider -q \\
+    --submission "$AG/submission" --results "$AG/results/results.json" \\
+    --data-dir "$AG/source/data" {extra}
 # pytest writes results.json itself, after every test; this only covers a grader that could not start.
-if [ ! -s /autograder/results/results.json ]; then
+if [ ! -s "$AG/results/results.json" ]; then
     echo '{{"score": 0, "output": "The autograder could not start; please tell the course staff.", "tests": []}}' \\
-        > /autograder/results/results.json
+        > "$AG/results/results.json"
 fi
 """
 

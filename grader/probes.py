@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grader.sandbox import memory_hint
+
+MEMORY_LIMIT: int | None = None  # bytes each call may allocate; the sandbox child sets it
 # A VGG13 with the real layer names and plan but few channels: seconds on a CPU.
 TINY_WIDTHS = [4, 6, 8, 8, 12, 12, 16, 16, 16, 16]
 TINY_RATIOS = {  # different ratios per layer, so that one global threshold gives the wrong per-layer counts
@@ -78,7 +81,14 @@ def call(function, *args, **kwargs) -> dict:
     try:
         return {"value": plain(function(*args, **kwargs))}
     except Exception as exc:  # noqa: BLE001
-        return {"raised": type(exc).__name__, "message": str(exc)[:300]}
+        return raised(exc)
+
+
+def raised(exc: Exception) -> dict:
+    """An exception as data: its type, and its message (with the memory limit when memory ran out)."""
+    message = str(exc)[:300]
+    hint = memory_hint(f"{type(exc).__name__}: {message}", MEMORY_LIMIT)
+    return {"raised": type(exc).__name__, "message": f"{message} {hint}".strip()}
 
 
 def weights_of(model: nn.Module) -> dict:
@@ -300,7 +310,7 @@ def compact(permanent: bool) -> dict:
     try:
         compact = pruning.prune_channels_after_filter_prune(model)
     except Exception as exc:  # noqa: BLE001
-        return {"raised": type(exc).__name__, "message": str(exc)[:300]}
+        return raised(exc)
     out = {"kept_widths": kept, "expected": expected, "classes": 10, "is_module": isinstance(compact, nn.Module)}
     state_after = model.state_dict()
     out["input_unchanged"] = (state_before.keys() == state_after.keys()

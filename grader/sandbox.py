@@ -20,6 +20,9 @@ What a child may do, and what the grader then reports:
 * run past its time limit         -> the whole process group is killed, ``status="timeout"``;
 * print megabytes                 -> output goes to a file capped at ``OUTPUT_LIMIT_BYTES``
                                      (``RLIMIT_FSIZE``); only its tail is reported;
+* allocate gigabytes              -> its memory is capped at the server's own plus ``memory_limit``
+                                     bytes (``RLIMIT_DATA``): the allocation fails, ``status="raised"``
+                                     with the limit named, instead of the machine running out of memory;
 * write over grader files         -> the probes are in the server's memory (a restarted server gets
                                      the sources read at the start), and the grader writes
                                      results.json only after every child is gone.
@@ -39,6 +42,7 @@ from pathlib import Path
 
 GRADER_ROOT = Path(__file__).resolve().parent.parent  # holds grader/ and the trusted hw2/ infrastructure
 OUTPUT_LIMIT_BYTES = 32 * 2**20  # per child: stdout + stderr + anything else it writes
+MEMORY_LIMIT_BYTES = 4 * 2**30  # per child, beyond what the server (torch imported) already holds
 TAIL_CHARS = 1500  # of the child's output, shown in a failure message
 SERVER_START_SECONDS = 120  # importing torch on a loaded CI machine
 
@@ -85,6 +89,8 @@ class ProbeResult:
             text = f"{function} raised {self.error}"
             if self.where:
                 text += f" (at {self.where})"
+            hint = memory_hint(self.error, self.extra.get("memory_limit"))
+            text += f" {hint}" if hint else ""
         elif self.status == "timeout":
             text = f"{function} did not finish within the time limit of {self.error}; look for an endless loop or work on far more data than the test gives"
         elif self.status == "exited":
@@ -99,9 +105,10 @@ class ProbeResult:
 class ProbeServer:
     """One long-lived server process; ``run`` sends it one probe at a time."""
 
-    def __init__(self, workspace: Path, scratch: Path):
+    def __init__(self, workspace: Path, scratch: Path, memory_limit: int = MEMORY_LIMIT_BYTES):
         self.workspace = Path(workspace)
         self.scratch = Path(scratch)
+        self.memory_limit = int(memory_limit)
         self.process: subprocess.Popen | None = None
         self.counter = 0
         # Read now, before any student code runs: a server restarted later (after a child killed it)
@@ -139,7 +146,8 @@ class ProbeServer:
         out = self.scratch / f"probe_{self.counter}_{probe}.pt"
         log = self.scratch / f"probe_{self.counter}_{probe}.log"
         request = {"probe": probe, "kwargs": kwargs, "timeout": timeout, "out": str(out), "log": str(log),
-                   "workspace": str(self.workspace), "scratch": str(self.scratch / f"cwd_{self.counter}")}
+                   "workspace": str(self.workspace), "scratch": str(self.scratch / f"cwd_{self.counter}"),
+                   "memory_limit": self.memory_limit}
         start = time.perf_counter()
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -165,7 +173,7 @@ class ProbeServer:
         if payload.get("status") == "ok":
             return ProbeResult("ok", value=payload.get("value"), output_tail=tail, seconds=seconds)
         return ProbeResult("raised", error=str(payload.get("error", "an exception")), where=str(payload.get("where", "")),
-                           output_tail=tail, seconds=seconds)
+                           output_tail=tail, seconds=seconds, extra={"memory_limit": self.memory_limit})
 
     def close(self) -> None:
         if self.process is not None:
@@ -180,6 +188,23 @@ class ProbeServer:
                 except (OSError, AttributeError):
                     pass
             self.process = None
+
+
+def memory_hint(error: str, limit: int | None) -> str:
+    """For an error that says memory ran out: the limit and where to look; else ''."""
+    if not limit or not (error.startswith("MemoryError") or "can't allocate memory" in error
+                         or "out of memory" in error.lower()):
+        return ""
+    return (f"(the grader lets each call allocate {limit / 2**30:.1f} GB; the tests use small tensors, so look for "
+            "a copy made in a loop or a tensor far larger than its input)")
+
+
+def _data_bytes() -> int:
+    """This process's data segment and private mappings (``VmData``), what ``RLIMIT_DATA`` counts."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _tail(path: Path) -> str:
@@ -232,6 +257,8 @@ def _child(request: dict) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT_BYTES, OUTPUT_LIMIT_BYTES))
+        memory = _data_bytes() + int(request["memory_limit"])
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; past the limit the child is stopped
         sys.stdin = open(os.devnull)
         sys.stdout = os.fdopen(1, "w", buffering=1)
@@ -243,6 +270,7 @@ def _child(request: dict) -> None:
 
         from grader import probes
 
+        probes.MEMORY_LIMIT = int(request["memory_limit"])
         torch.set_num_threads(1)
         torch.manual_seed(0)
         out = request["out"]

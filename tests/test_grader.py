@@ -105,8 +105,33 @@ def test_gradescope_package_holds_scripts_and_grader_bundle(tmp_path):
         for script in ("setup.sh", "run_autograder"):
             assert archive.getinfo(script).external_attr >> 16 & 0o111, f"{script} must be executable"
         runner = archive.read("run_autograder").decode()
-        assert "--submission /autograder/submission" in runner and "--results /autograder/results/results.json" in runner
+        assert 'AG="${AUTOGRADER_ROOT:-/autograder}"' in runner
+        assert '--submission "$AG/submission"' in runner and '--results "$AG/results/results.json"' in runner
         assert "requirements.txt" in archive.read("setup.sh").decode()
+
+
+@pytest.mark.slow
+def test_run_autograder_grades_a_submission_in_the_gradescope_layout(tmp_path):
+    """Gradescope's layout, rebuilt under tmp_path: source/ (the unzipped package), submission/, venv/, results/."""
+    root = tmp_path / "autograder"
+    zip_path = tmp_path / "autograder.zip"
+    run = subprocess.run([sys.executable, "-m", "grader.gradescope", str(zip_path), "--grader-args", "--dataset synthetic"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(root / "source")
+    (root / "source" / "run_autograder").chmod(0o755)
+    (root / "venv" / "bin").mkdir(parents=True)  # setup.sh's venv: this Python, which has the requirements
+    (root / "venv" / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (root / "venv" / "bin" / "python").chmod(0o755)
+    shutil.copytree(reference_submission(), root / "submission", ignore=shutil.ignore_patterns("solution", ".git"))
+    graded = subprocess.run(["bash", str(root / "source" / "run_autograder")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=900, env=dict(os.environ, AUTOGRADER_ROOT=str(root)))
+    assert graded.returncode == 0, graded.stdout[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert_gradescope_schema(results)
+    assert set(by_name(results)) == set(ALL_TESTS)
+    assert results["score"] == pytest.approx(sum(t["max_score"] for t in results["tests"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +267,12 @@ def masked_retrain(*args, **kwargs):
 
 def plot_mask(weight, out_path, title=""):
     raise RuntimeError("boom")
+
+
+def prune_channels_after_filter_prune(model):
+    hoard = []
+    while True:  # 128 MB at a time, every byte touched, until the machine runs out
+        hoard.append(b"x" * 2**27)
 '''
 
 
@@ -258,7 +289,7 @@ def test_misbehaving_submission_gets_complete_results_with_reasons():
     before = _grader_fingerprint()
     results_path = session_dir() / "evil_results" / "results.json"
     run = grade_submission(submission, results_path, timeout=600, isolate=True,
-                           pytest_args=[*GRADE_ARGS, "--time-limit", "10", "--artifacts", str(session_dir() / "no_outputs")])
+                           pytest_args=[*GRADE_ARGS, "--time-limit", "10", "--memory-limit", "1", "--artifacts", str(session_dir() / "no_outputs")])
     assert run.status == "graded", run.log_tail
     assert _grader_fingerprint() == before, "the grader's own files must be untouched"
     results = json.loads(results_path.read_text())
@@ -272,6 +303,7 @@ def test_misbehaving_submission_gets_complete_results_with_reasons():
         "test_sparsity_report_counts_conv_and_linear_weights_only": "wrote more than",
         "test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest": "killed",
         "test_plot_mask_image_is_one_row_per_filter": "RuntimeError: boom",
+        "test_prune_channels_gives_smaller_model_with_same_outputs": "MemoryError: (the grader lets each call allocate 1.0 GB",
         "test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files": "returned normally",
     }
     for name, reason in expected_reasons.items():
