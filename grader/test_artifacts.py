@@ -20,6 +20,7 @@ TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type m
 SPARSITY_TOLERANCE = 0.005
 ACCURACY_TOLERANCE = 0.1  # percentage points between the name and the re-measurement
 MIN_IMP_ITERATIONS = 3
+MAX_MODEL_BYTES = 160 * 2**20  # a VGG13 state_dict in float32 is 38 MB; larger files are not read
 NAME_PATTERN = r"^{label}_(?P<sparsity>\d\.\d\d)_acc_(?P<accuracy>\d{{1,3}}\.\d\d)\.pt$"
 
 
@@ -61,7 +62,7 @@ def loaded_models(model_files) -> dict:
             loaded[label] = {"error": f"{label}: no single model file found ({len(entry['candidates'])} candidates)"}
             continue
         try:
-            state_dict, metadata = load_checkpoint(entry["path"])
+            state_dict, metadata = load_checkpoint(entry["path"], max_bytes=MAX_MODEL_BYTES)
         except CheckpointError as exc:
             loaded[label] = {"error": str(exc).replace(str(entry["path"].parent) + "/", "")}
             continue

@@ -49,15 +49,20 @@ def save_checkpoint(path: Path, state_dict: dict, metadata: dict | None = None) 
     return Path(path)
 
 
-def load_checkpoint(path: Path) -> tuple[dict, dict]:
+def load_checkpoint(path: Path, max_bytes: int | None = None) -> tuple[dict, dict]:
     """Return ``(state_dict, metadata)``; never executes code from the file.
 
     Raises ``CheckpointError`` with a one-line reason when the file is missing,
-    is not a checkpoint, or needs more than ``weights_only=True`` allows.
+    larger than ``max_bytes`` (then it is not read at all), is not a checkpoint,
+    or needs more than ``weights_only=True`` allows.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise CheckpointError(f"{path} is {size / 2**20:.0f} MB, more than the {max_bytes / 2**20:.0f} MB a model file "
+                              "may have (rejected, not read); save the state_dict alone, in float32")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle that needs code, truncated file, not a torch file
