@@ -78,7 +78,9 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid}: visibility {visibility!r} is not one of {VISIBILITIES}")
     if config.getoption("--public"):
         keep = [i for i in items if i.get_closest_marker("points").kwargs.get("visibility", "visible") == "visible"]
-        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        hidden = [i for i in items if i not in keep]
+        config._hw2_grades.not_run = sum(float(i.get_closest_marker("points").args[0]) for i in hidden)
+        config.hook.pytest_deselected(items=hidden)
         items[:] = keep
 
 
@@ -87,6 +89,7 @@ class GradePlugin:
         self.config = config
         self.outcomes: dict[str, Outcome] = {}
         self.start = time.perf_counter()
+        self.not_run = 0.0  # points of the hidden tests that --public leaves out
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -159,6 +162,8 @@ class GradePlugin:
         for o in self.outcomes.values():
             write(f"{o.name:<{width}}  {o.score:>6g}  {o.points:>5g}  {o.status:<7}  {o.visibility}")
         write(f"{'TOTAL':<{width}}  {score:>6g}  {maximum:>5g}")
+        if self.not_run:
+            write(f"(--public: the hidden tests, {self.not_run:g} more points, were not run)")
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -12,7 +12,7 @@ Commands::
 
     python -m grader.solution DIR              # write a complete copy of the project with the reference in place
     python -m grader.solution --branch solution  # commit that tree to git branch 'solution' (working tree untouched)
-    python -m grader.solution --release DIR    # write the student release: the project without solution/
+    python -m grader.solution --release DIR    # write the student release: no solution/, no staff tools or tests
     python -m grader.solution --write-stubs    # regenerate the stubs in hw2/ from solution/
     python -m grader.solution --check          # exit 1 if the stubs in hw2/ have drifted from solution/
 """
@@ -32,6 +32,21 @@ SOLUTION_DIR = "solution"
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 # Never copied into an export: VCS data, run outputs, local data and environments.
 EXCLUDED_TOP = {".git", SOLUTION_DIR, "results", "data", ".data", ".venv", "venv", ".pytest_cache"}
+# Also left out of the student release: the project's own tests (the mutants are edits of the reference),
+# CI, and the tools that need the reference.
+STAFF_ONLY = {"tests", ".ci", "run_reference.sh", "benchmarks/grade_time.py"}
+# README.md sections (## headings) the student release keeps, after its own set-up section.
+STUDENT_SECTIONS = ("For students", "Beyond HW2", "Data and credits")
+STUDENT_SETUP = """## Set-up
+
+```bash
+python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt
+```
+
+Python 3.10+; a CPU is enough to write and check your code, a GPU makes the CIFAR-10 runs quick.
+`results/` is not git-ignored here: commit it with your code when you hand in.
+
+"""
 _DEF = re.compile(r"^(\s*)def (\w+)\(")
 
 
@@ -139,20 +154,41 @@ def _prepare_destination(dest: Path, root: Path) -> Path:
     return dest
 
 
+def student_readme(text: str) -> str:
+    """README.md for students: the title and introduction, a set-up section, and ``STUDENT_SECTIONS``."""
+    intro, *sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    kept = [s for s in sections if s[3:].startswith(STUDENT_SECTIONS)]
+    return intro + STUDENT_SETUP + "".join(kept)
+
+
 def export_student(dest: Path, root: Path = REPO_ROOT) -> Path:
-    """Write the student release: the project without ``solution/`` (stubs checked up to date first)."""
+    """Write the student release (stubs checked up to date first): no ``solution/``, no ``STAFF_ONLY`` files,
+    a student README, ``results/`` not git-ignored (it is handed in), ``pytest`` running the grader."""
     drift = drifted_stubs(root)
     if drift:
         raise ValueError(f"stubs out of date with solution/: {', '.join(map(str, drift))}; run python -m grader.solution --write-stubs")
     dest = _prepare_destination(dest, root)
     for rel in project_files(root):
+        if rel.parts[0] in STAFF_ONLY or rel.as_posix() in STAFF_ONLY:
+            continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dest / rel)
+    readme, gitignore, ini = dest / "README.md", dest / ".gitignore", dest / "pytest.ini"
+    if readme.is_file():
+        readme.write_text(student_readme(readme.read_text()))
+    if gitignore.is_file():
+        gitignore.write_text("".join(line for line in gitignore.read_text().splitlines(keepends=True)
+                                     if line.strip() != "/results/"))
+    if ini.is_file():
+        ini.write_text(re.sub(r"^testpaths = .*$", "testpaths = grader", ini.read_text(), flags=re.MULTILINE))
     return dest
 
 
 def export(dest: Path, root: Path = REPO_ROOT) -> Path:
     """Write a complete copy of the project with the reference solution in place; returns ``dest``."""
+    if not (root / SOLUTION_DIR).is_dir():
+        raise ValueError(f"{root / SOLUTION_DIR} does not exist: this is the student release, which has no reference "
+                         "to export (the course staff's repository has it)")
     dest = _prepare_destination(dest, root)
     for rel in project_files(root):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.solution", description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", nargs="?", type=Path, help="write a complete copy of the project with the reference in place")
     parser.add_argument("--branch", metavar="NAME", help="create or update git branch NAME holding that tree")
-    parser.add_argument("--release", metavar="DIR", type=Path, help="write the student release (no solution/) to DIR")
+    parser.add_argument("--release", metavar="DIR", type=Path,
+                        help="write the student release to DIR: no solution/, tests/ or CI, a student README")
     parser.add_argument("--write-stubs", action="store_true", help="regenerate the student stubs in hw2/ from solution/")
     parser.add_argument("--check", action="store_true", help="exit 1 if the stubs have drifted from solution/")
     args = parser.parse_args(argv)

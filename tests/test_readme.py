@@ -105,3 +105,5 @@ def test_student_self_check_grades_a_synthetic_run(reference_dir):
     assert grade.returncode == 0, grade.stdout[-3000:]
     total = re.search(r"^TOTAL\s+(\S+)\s+(\S+)", grade.stdout, flags=re.M)
     assert total and float(total.group(1)) == float(total.group(2)) > 0, grade.stdout[-2000:]
+    hidden = re.search(r"--public: the hidden tests, (\d+) more points, were not run", grade.stdout)
+    assert hidden and float(total.group(2)) + float(hidden.group(1)) == 100, grade.stdout[-2000:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,27 @@ def test_student_release_has_the_stubs_and_no_reference(tmp_path):
     blocks = ["\n".join(lines[begin + 1:end]) for begin, end, _ in solution._blocks(lines)]
     released = "\n".join(p.read_text(errors="ignore") for p in release.rglob("*") if p.is_file())
     assert not [block for block in blocks if block.strip() and block in released], "reference code leaked into the release"
+    code_lines = {line.strip() for block in blocks for line in block.splitlines()
+                  if len(line.strip()) >= 40 and not line.strip().startswith("#")}
+    # Single lines too (a test or tool quoting the reference), in every file but the provided hw2 modules,
+    # which share plain lines with it (the training step, the dense reference line of a plot).
+    provided = [p for p in (release / "hw2").glob("*.py") if p.name != "pruning.py"]
+    released_lines = {line.strip() for p in release.rglob("*") if p.is_file() and p not in provided
+                      for line in p.read_text(errors="ignore").splitlines()}
+    assert len(code_lines) > 50 and not code_lines & released_lines, sorted(code_lines & released_lines)[:5]
+
+
+def test_student_release_leaves_out_staff_files_and_has_a_student_readme(tmp_path):
+    release = solution.export_student(tmp_path / "release")
+    for staff in solution.STAFF_ONLY:
+        assert not (release / staff).exists(), staff
+    readme = (release / "README.md").read_text()
+    headings = re.findall(r"^## (.*)$", readme, flags=re.MULTILINE)
+    assert headings[0] == "Set-up" and all(h.startswith(solution.STUDENT_SECTIONS) for h in headings[1:])
+    assert "### What to implement, in this order" in readme and "For instructors" not in readme
+    assert "solution" not in re.sub(r"--branch solution|solution branch", "", readme).lower().replace("solutions", "")
+    assert "/results/" not in (release / ".gitignore").read_text().split()  # students hand results/ in
+    assert "testpaths = grader" in (release / "pytest.ini").read_text()
+    refused = subprocess.run([sys.executable, "-m", "grader.solution", str(tmp_path / "ref")], cwd=release,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "student release" in refused.stderr and not (tmp_path / "ref").exists()
