@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 from hw2.checkpoint import write_json  # noqa: E402
 from hw2.data import DataError, ImageData, load_dataset, make_loaders  # noqa: E402
 from hw2.models import build_model  # noqa: E402
-from hw2.train import add_run_args, default_batch_size, make_optimizer, prepare_model, resolve_device, train_epoch  # noqa: E402
+from hw2.train import add_run_args, at_least, default_batch_size, make_optimizer, prepare_model, resolve_device, train_epoch  # noqa: E402
 
 
 class PilImages(torch.utils.data.Dataset):
@@ -111,9 +111,9 @@ def time_epochs(loader, data: ImageData, device, epochs: int, lr: float) -> list
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/train_speed.py", description=__doc__.split("\n\n")[0])
     add_run_args(parser)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per path, after one warm-up epoch (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=8, help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--max-images", type=int, default=None, help="train on the first N images only (CPU smoke runs)")
+    parser.add_argument("--epochs", type=at_least(1), default=3, help="timed epochs per path, after one warm-up epoch (default: %(default)s)")
+    parser.add_argument("--workers", type=at_least(0), default=8, help="DataLoader worker processes (default: %(default)s)")
+    parser.add_argument("--max-images", type=at_least(1), default=None, help="train on the first N images only (CPU smoke runs)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     try:

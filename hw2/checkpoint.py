@@ -18,6 +18,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing or cannot be read safely."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, then rename it into place.
 
@@ -29,6 +35,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would honour the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +28,12 @@ from hw2 import pruning  # noqa: E402
 from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
 from hw2.models import VGG13, build_model, build_model_for_images, make_pruning_permanent  # noqa: E402
-from hw2.train import (add_run_args, default_batch_size, evaluate, fit, make_optimizer, make_scheduler,  # noqa: E402
+from hw2.train import (add_run_args, at_least, default_batch_size, evaluate, fit, make_optimizer, make_scheduler,  # noqa: E402
                        prepare_model, resolve_device, scaled_lr, seed_everything)
 
 METHODS = ("omp", "imp")
 TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type must reach
+TARGET_TOLERANCE = 0.005  # the grader's: achieved overall sparsity within this of the target
 DEFAULT_CONFIGS = {kind: REPO_ROOT / "configs" / f"{kind}_{target:.2f}.yaml" for kind, target in TARGETS.items()}
 DEFAULT_PRETRAINED = REPO_ROOT / "pretrained" / "vgg13_cifar10.pt"
 RUN_LOG = "run_log.json"
@@ -69,17 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="omp: prune once then retrain; imp: prune in --iterations rounds; all: both (and both types unless --type); "
                              "sweep: prune at each --sweep-ratios without retraining (see hw2/sweep.py)")
     parser.add_argument("--type", dest="sparsity_type", choices=sorted(TARGETS),
-                        help="unstructured (target 0.80 overall) or filter (target 0.40); required unless --method all")
+                        help="unstructured (target 0.80 overall) or filter (target 0.40); required with --method omp/imp")
     parser.add_argument("--config", type=Path,
                         help="YAML with prune_ratios for --type (default: configs/unstructured_0.80.yaml or configs/filter_0.40.yaml)")
-    parser.add_argument("--epochs", type=int, default=2, help="masked-retraining epochs after each pruning step (default: %(default)s)")
+    parser.add_argument("--epochs", type=at_least(0), default=2, help="masked-retraining epochs after each pruning step (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=3, help="IMP rounds, at least 3 (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.02,
+    parser.add_argument("--lr", type=at_least(0, float, above=True), default=0.02,
                         help="peak retraining learning rate at batch 512 (scaled with --batch-size), cosine decay (default: %(default)s)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="dense checkpoint to start from (default: pretrained/vgg13_cifar10.pt; with --dataset synthetic "
                              "and no file given, a dense model is trained on the synthetic data first)")
-    parser.add_argument("--dense-epochs", type=int, default=6,
+    parser.add_argument("--dense-epochs", type=at_least(1), default=6,
                         help="epochs of that dense training, also used for --arch other than vgg13 without --pretrained (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results",
                         help="folder for models, figures and run_log.json (default: results/ at the repo root)")
@@ -121,15 +124,23 @@ def plan_jobs(args, parser) -> list[tuple[str, str, Path]]:
         parser.error("--type is required with --method omp/imp (unstructured or filter)")
     if args.config is not None and args.sparsity_type is None:
         parser.error("--config needs --type: it holds the ratios of one sparsity type")
-    if args.epochs < 0:
-        parser.error(f"--epochs must be >= 0, got {args.epochs}")
     methods = METHODS if args.method == "all" else (args.method,)
     if "imp" in methods and args.iterations < pruning.MIN_IMP_ITERATIONS:
         parser.error(f"--iterations must be at least {pruning.MIN_IMP_ITERATIONS} for imp, got {args.iterations}")
     kinds = (args.sparsity_type,) if args.sparsity_type else tuple(TARGETS)
+    if args.config is not None and not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file (the templates are in configs/)")
     if args.scope == "global":  # no --config: every conv and linear layer shares the threshold
         return [(method, "unstructured", args.config) for method in methods]
     return [(method, kind, args.config or DEFAULT_CONFIGS[kind]) for kind in kinds for method in methods]
+
+
+def check_plot_functions() -> None:
+    """Call both plotting functions on tiny inputs before any training: a stub stops the run at once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pruning.plot_mask(torch.ones(2, 1, 3, 3), Path(tmp) / "mask.png", title="check")
+        pruning.plot_sparsity_vs_accuracy([{"label": "Omp_unstructured", "sparsity": 0.8, "accuracy": 90.0}],
+                                          Path(tmp) / "points.png", 91.0, title="check")
 
 
 def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[torch.nn.Module, str]:
@@ -196,7 +207,7 @@ def default_mask_layer(ratios: dict[str, float]) -> str:
     return max(ratios, key=lambda name: ratios[name])
 
 
-def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_loader, test_loader) -> dict:
+def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, device, train_loader, test_loader) -> dict:
     """Run one method/type, save the model and its mask figure; return its run-log entry."""
     # Omp_global_0.80_acc_...: one threshold across layers; Omp_thinet_0.40_acc_...: filters chosen by ThiNet
     kind = "global" if args.scope == "global" else "thinet" if args.criterion == "thinet" else sparsity_type
@@ -223,8 +234,12 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, device, train_
     report = pruning.test_sparsity(model, sparsity_type)
     accuracy = evaluate(model, test_loader, device, exact=True)  # float32, as the grader re-measures it
     name = model_file_name(method, kind, report["overall"], accuracy)
-    entry = {"file": name, "label": label, "arch": args.arch, "method": method, "type": sparsity_type, "config": str(config),
-             "target": args.global_sparsity if args.scope == "global" else TARGETS[sparsity_type], "scope": args.scope,
+    target = args.global_sparsity if args.scope == "global" else TARGETS[sparsity_type]
+    if abs(report["overall"] - target) > TARGET_TOLERANCE:
+        print(f"warning: {label} reached overall sparsity {report['overall']:.4f}, not within {TARGET_TOLERANCE} of the "
+              f"target {target:.2f}" + ("" if args.scope == "global" else f": tune the ratios in {config}"), file=sys.stderr)
+    entry = {"file": name, "label": label, "arch": args.arch, "dataset": dataset, "method": method, "type": sparsity_type, "config": str(config),
+             "target": target, "scope": args.scope,
              "ratios": ratios, "sparsity": report["overall"],
              "layer_sparsity": report["layers"], "accuracy": accuracy,
              "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
@@ -251,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         blank = build_model(args.arch, num_classes=10)
         ratios = {config: pruning.read_prune_ratios_from_yaml(config, blank) if config else {}
                   for _, _, config in jobs}  # fail before training
+        if jobs:
+            check_plot_functions()
         data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
         batch_size = args.batch_size or default_batch_size(args.dataset)
         train_loader, test_loader = make_loaders(data, batch_size, device, seed=args.seed)
@@ -274,18 +291,22 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path = args.out / RUN_LOG
     log = {"models": {}}
-    if log_path.is_file():  # earlier runs of other methods/types stay in the log
+    if log_path.is_file():  # earlier runs of other methods/types on the same data and network stay in the log
         try:
-            import json
             log = json.loads(log_path.read_text())
         except ValueError:
             print(f"warning: {log_path} is not valid JSON; starting a new run log", file=sys.stderr)
+        if (log.get("dataset"), log.get("arch")) != (data.name, args.arch) and log.get("models"):
+            print(f"warning: {log_path} was from a {log.get('arch')} run on {log.get('dataset')}; starting a new run log "
+                  f"(the other model files in {args.out} are from that run: rerun them or use a new --out)", file=sys.stderr)
+            log = {"models": {}}
     log.update({"arch": args.arch, "dataset": data.name, "device": str(device), "torch": torch.__version__, "seed": args.seed,
                 "dense_accuracy": dense_accuracy, "dense_origin": origin, "batch_size": batch_size})
     log.setdefault("models", {})
     for method, sparsity_type, config in jobs:
         try:
-            entry = prune_one(method, sparsity_type, ratios[config], config, dense, args, device, train_loader, test_loader)
+            entry = prune_one(method, sparsity_type, ratios[config], config, dense, args, data.name, device, train_loader,
+                              test_loader)
         except NotImplementedError as exc:  # a stub not written yet: say which, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -294,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records = list(log["models"].values())
     pruning.plot_sparsity_vs_accuracy(records, args.out / COMPARISON_FIGURE, dense_accuracy,
-                                      title=f"{arch_title(args.arch)} on {data.name}: OMP vs IMP, unstructured (target sparsity "
-                                            f"{TARGETS['unstructured']:.2f}) vs filter (target {TARGETS['filter']:.2f})")
+                                      title=f"{arch_title(args.arch)} on {data.name}: pruned models, accuracy vs sparsity")
     print(f"\n{'model':<20}{'sparsity':>9}{'before':>9}{'after':>9}{'drop':>7}{'seconds':>9}")
     for r in records:
         print(f"{r['label']:<20}{r['sparsity']:>9.4f}{r['accuracy_before_retrain']:>9.2f}{r['accuracy']:>9.2f}"

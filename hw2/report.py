@@ -41,6 +41,7 @@ from torch.nn.utils import prune  # noqa: E402
 
 from hw2.checkpoint import CheckpointError, load_checkpoint, write_json  # noqa: E402
 from hw2.models import copy_without_pruning, prunable_weights  # noqa: E402
+from hw2.train import at_least  # noqa: E402
 
 # The lab's efficiency score normalises by a reference model's size and work.
 SCORE_PARAM_REFERENCE = 5.6e6  # weights
@@ -506,9 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", default=None, help="architecture, when a file's metadata does not say (default: from the file)")
     parser.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                         help="one input image's shape (default: 1 28 28 for LeNets, else 3 32 32)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 128], help="latency batch sizes, images (default: 1 128)")
-    parser.add_argument("--repeats", type=int, default=30, help="timed forward passes per batch size; the median is reported (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: %(default)s)")
+    parser.add_argument("--batch-sizes", type=at_least(1), nargs="+", default=[1, 128], help="latency batch sizes, images (default: 1 128)")
+    parser.add_argument("--repeats", type=at_least(1), default=30, help="timed forward passes per batch size; the median is reported (default: %(default)s)")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed passes first (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="where latency is measured: cpu, cuda, ... (default: %(default)s)")
     parser.add_argument("--weight-bits", type=int, default=32, help="q_w of the score: bits per weight (default: %(default)s)")
     parser.add_argument("--act-bits", type=int, default=32, help="q_a of the score: bits per activation (default: %(default)s)")

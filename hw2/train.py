@@ -5,6 +5,7 @@ Each epoch shows a progress bar with the running loss and accuracy.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import random
@@ -152,6 +153,20 @@ def fit(model: nn.Module, train_loader, test_loader, epochs: int, lr: float, dev
 # ---------------------------------------------------------------------------------------------
 # Command line: shared flags, and dense training of the starting model
 # ---------------------------------------------------------------------------------------------
+def at_least(minimum: float, kind: type = int, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a number of ``kind`` that is >= ``minimum`` (> with ``above``); else a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 def add_run_args(parser) -> None:
     """Flags shared by ``hw2/main.py`` and ``python -m hw2.train``: data, device, seed, batch size."""
     from hw2 import REPO_ROOT
@@ -161,12 +176,12 @@ def add_run_args(parser) -> None:
     parser.add_argument("--arch", default="vgg13", choices=sorted(ARCHITECTURES),
                         help="network: vgg13 (the homework), resnet18/resnet50 (CIFAR), lenet5/lenet300_100 (28x28 grey) (default: %(default)s)")
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS),
-                        help="cifar10: the real data under --data-dir; synthetic: small generated data, offline, seconds on a CPU (default: %(default)s)")
+                        help="cifar10: the real data under --data-dir; synthetic: small generated data, offline, about a minute on a CPU (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data",
                         help="folder holding cifar-10-batches-py/ (downloaded there when missing) (default: data/ at the repo root)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ... (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data order, augmentation and initialisation (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=at_least(1), default=None,
                         help="training batch size, images (default: 512 for cifar10, 32 for synthetic)")
 
 
@@ -199,16 +214,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m hw2.train", description="Train the dense model that pruning starts from.")
     add_run_args(parser)
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.2, help="peak learning rate at batch 512 (scaled with --batch-size), SGD Nesterov (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="L2 on conv/linear weights (default: %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=0.1, help="(default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps with linear LR warm-up (default: %(default)s)")
+    parser.add_argument("--epochs", type=at_least(1), default=40, help="training epochs (default: %(default)s)")
+    parser.add_argument("--lr", type=at_least(0, float, above=True), default=0.2, help="peak learning rate at batch 512 (scaled with --batch-size), SGD Nesterov (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=at_least(0, float), default=5e-4, help="L2 on conv/linear weights (default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=at_least(0, float), default=0.1, help="(default: %(default)s)")
+    parser.add_argument("--warmup", type=at_least(0, float), default=0.1, help="fraction of steps with linear LR warm-up (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "pretrained" / "vgg13_cifar10.pt",
                         help="where to write the state_dict; a JSON log goes beside it (default: pretrained/vgg13_cifar10.pt)")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     try:
         device = resolve_device(args.device)
         data = load_dataset(args.dataset, args.data_dir, seed=args.seed)

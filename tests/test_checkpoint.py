@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -25,6 +26,16 @@ def test_round_trip_keeps_tensors_and_metadata(tmp_path):
     loaded, metadata = load_checkpoint(tmp_path / "m.pt")
     assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
     assert metadata == {"method": "omp", "steps": [{"accuracy": 91.5}]}
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "m.pt", {"w": torch.ones(1)})
+        write_json(tmp_path / "log.json", {})
+    finally:
+        os.umask(old)
+    assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in ("m.pt", "log.json")} == {oct(0o644)}
 
 
 def test_bare_state_dict_loads_with_empty_metadata(tmp_path):

@@ -118,6 +118,11 @@ def test_bad_yaml_is_one_line_and_leaves_no_file(reference_dir, tmp_path, case):
     (["--method", "imp", "--type", "filter", "--iterations", "2"], "at least 3"),
     (["--method", "omp", "--type", "channel"], "--type"),
     (["--method", "omp"], "--type is required"),
+    (["--method", "omp", "--type", "filter", "--config", "{tmp}/nope.yaml"], "nope.yaml: no such file"),
+    (["--method", "omp", "--type", "filter", "--lr", "-1"], "--lr: must be > 0"),
+    (["--method", "omp", "--type", "filter", "--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--method", "omp", "--type", "filter", "--dense-epochs", "-1"], "--dense-epochs: must be >= 1"),
+    (["--method", "omp", "--type", "filter", "--epochs", "two"], "--epochs: expected a whole number"),
     (["--method", "omp", "--type", "filter", "--pretrained", "missing.pt"], "missing.pt"),
     (["--method", "omp", "--type", "filter", "--dataset", "cifar10", "--data-dir", "{tmp}/empty"], "--dataset synthetic"),
 ])
@@ -159,3 +164,42 @@ def test_on_the_stubs_main_names_the_function_to_write(tmp_path):
     out = tmp_path / "out"
     result = run_main(REPO_ROOT, "--method", "omp", "--type", "filter", "--out", str(out), *FAST)
     assert_one_line_error(result, "read_prune_ratios_from_yaml: write it in hw2/pruning.py", out)
+
+
+def test_a_plotting_stub_stops_the_run_before_any_training(reference_dir, tmp_path):
+    from grader.solution import REPO_ROOT
+
+    project = tmp_path / "project"
+    (project / "hw2").mkdir(parents=True)
+    for source in (reference_dir / "hw2").glob("*.py"):
+        (project / "hw2" / source.name).write_text(source.read_text())
+    for source in (reference_dir / "configs").glob("*.yaml"):
+        (project / "configs").mkdir(exist_ok=True)
+        (project / "configs" / source.name).write_text(source.read_text())
+    stub = (REPO_ROOT / "hw2" / "pruning.py").read_text()
+    start = stub.index("def plot_sparsity_vs_accuracy(")
+    end = stub.index("\ndef ", start + 1)
+    with open(project / "hw2" / "pruning.py", "a") as f:  # the reference with this one function left as the stub
+        f.write("\n\n" + stub[start:end])
+    out = tmp_path / "out"
+    result = run_main(project, "--method", "omp", "--type", "filter", "--out", str(out), *FAST)
+    assert_one_line_error(result, "plot_sparsity_vs_accuracy: write it in hw2/pruning.py", out)
+    assert "dense" not in result.stdout  # stopped before the dense model was trained
+
+
+@pytest.mark.slow
+def test_missed_target_warns_and_a_run_on_other_data_starts_a_new_log(reference_dir, tmp_path):
+    out = tmp_path / "out"
+    log_path = out / "run_log.json"
+    out.mkdir()
+    log_path.write_text(json.dumps({"dataset": "CIFAR-10", "arch": "vgg13", "models": {"Omp_unstructured": {"file": "x.pt"}}}))
+    config = tmp_path / "half.yaml"
+    config.write_text("prune_ratios:\n  features.0.weight: 0.5\n")
+    result = run_main(reference_dir, "--method", "omp", "--type", "filter", "--config", str(config), "--out", str(out),
+                      "--dataset", "synthetic", "--epochs", "0", "--dense-epochs", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"warning: Omp_filter reached overall sparsity 0\.0\d+, not within 0\.005 of the target 0\.40: "
+                     r"tune the ratios in .*half\.yaml", result.stderr), result.stderr
+    assert "was from a vgg13 run on CIFAR-10; starting a new run log" in result.stderr
+    log = json.loads(log_path.read_text())
+    assert list(log["models"]) == ["Omp_filter"] and log["models"]["Omp_filter"]["dataset"] == log["dataset"] != "CIFAR-10"

@@ -23,6 +23,7 @@ COVERAGE = [
     ("pytest grader/ --public", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
     ("pytest grader/ --time-limit", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
     ("pytest grader/ --memory-limit", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
+    ("pytest grader/ --artifacts", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
     ("pytest grader/", "tests/test_grader.py::test_reference_scores_full_marks"),
     ("python -m grader.batch", "tests/test_grader.py::test_batch_grades_every_submission_into_a_gradebook"),
     ("python -m grader.gradescope", "tests/test_grader.py::test_gradescope_package_holds_scripts_and_grader_bundle"),

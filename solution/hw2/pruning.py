@@ -492,7 +492,7 @@ def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_a
     points = [(str(r["label"]), float(r["sparsity"]), float(r["accuracy"])) for r in records]
     markers = {"unstructured": "o", "filter": "s"}
     colours = {"Omp": "#0072B2", "Imp": "#D55E00"}  # Okabe-Ito blue / vermillion
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
     for label, sparsity, accuracy in points:
         method, _, kind = label.partition("_")
         colour = colours.get(method, "#009E73")
@@ -507,8 +507,8 @@ def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_a
     ax.set_xlim(0, 100)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
-    if points or dense_accuracy is not None:
-        ax.legend(fontsize=8, loc="best")
+    if points or dense_accuracy is not None:  # below the axes: it never hides a point
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     _save_figure(fig, out_path)
     return points
