@@ -213,11 +213,13 @@ def sensitivity_scan(model: nn.Module, test_loader, device, sparsity_type: str,
     return scan
 
 
-def plot_sensitivity(scan: SensitivityScan, out_path: str | Path, model_name: str = "VGG13") -> dict[str, list[float]]:
+def plot_sensitivity(scan: SensitivityScan, out_path: str | Path, model_name: str = "VGG13",
+                     images: int | None = None) -> dict[str, list[float]]:
     """One line per layer: accuracy (no retraining) against that layer's prune ratio; dense accuracy as a reference.
 
     Colours run from dark (first conv) to yellow (last conv), viridis, which
     reads the same with colour-blindness; markers alternate for adjacent layers.
+    ``images``, when given, is how many test images each point was measured on (stated in the title).
 
     Returns:
         dict layer name -> the accuracies drawn (percent), one per ratio.
@@ -234,7 +236,8 @@ def plot_sensitivity(scan: SensitivityScan, out_path: str | Path, model_name: st
     ax.set_ylabel("test accuracy, no retraining (%)")
     ax.set_xlim(0, 100)
     ax.set_title(f"{model_name} sensitivity: {scan.sparsity_type} magnitude pruning of one layer at a time,\n"
-                 f"layer sparsity {min(scan.ratios):.1f} to {max(scan.ratios):.1f}, no retraining", fontsize=10)
+                 f"layer sparsity {min(scan.ratios):.1f} to {max(scan.ratios):.1f}, no retraining"
+                 + (f", on {images:,} test images" if images else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="pruned layer", title_fontsize=7)
     fig.tight_layout()

@@ -249,7 +249,7 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator 
 class DeviceLoader:
     """Iterate ``(images, labels)`` batches cut from uint8 tensors that live on ``device``.
 
-    Images come out as normalised float32 ``(B, C, H, W)`` (channels_last on CUDA).
+    Images come out as normalised float32 ``(B, C, H, W)`` (channels_last when training in bf16).
     ``train=True`` shuffles and augments each epoch; ``train=False`` keeps order.
     """
 
@@ -274,7 +274,9 @@ class DeviceLoader:
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, device=self.device, generator=self.generator) if self.train else torch.arange(n, device=self.device)
-        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        from hw2.train import uses_bf16  # the model's layout follows the training precision
+
+        memory_format = torch.channels_last if uses_bf16(self.device) else torch.contiguous_format
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             images = self.images[idx]

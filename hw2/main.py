@@ -29,7 +29,7 @@ from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, wr
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
 from hw2.models import VGG13, build_model, build_model_for_images, make_pruning_permanent  # noqa: E402
 from hw2.train import (add_run_args, at_least, default_batch_size, evaluate, fit, make_optimizer, make_scheduler,  # noqa: E402
-                       prepare_model, resolve_device, scaled_lr, seed_everything)
+                       device_description, precision_name, prepare_model, resolve_device, scaled_lr, seed_everything, set_precision)
 
 METHODS = ("omp", "imp")
 TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type must reach
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = plan_jobs(args, parser)
     try:
+        set_precision(args.precision)
         device = resolve_device(args.device)
         seed_everything(args.seed)
         blank = build_model(args.arch, num_classes=10)
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     dense_accuracy = evaluate(dense, test_loader, device, exact=True)
-    print(f"data: {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test images) on {device}")
+    print(f"data: {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test images) on {device}, "
+          f"training in {precision_name(device)} (accuracies measured in fp32)")
     print(f"dense {arch_title(args.arch)} {origin}: test accuracy {dense_accuracy:.2f}%")
     if args.method == "sweep":
         from hw2.sweep import SWEEP_RATIOS, run_sweep
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {log_path} was from a {log.get('arch')} run on {log.get('dataset')}; starting a new run log "
                   f"(the other model files in {args.out} are from that run: rerun them or use a new --out)", file=sys.stderr)
             log = {"models": {}}
-    log.update({"arch": args.arch, "dataset": data.name, "device": str(device), "torch": torch.__version__, "seed": args.seed,
+    log.update({"arch": args.arch, "dataset": data.name, "device": device_description(device), "torch": torch.__version__,
+                "precision": precision_name(device), "seed": args.seed,
                 "dense_accuracy": dense_accuracy, "dense_origin": origin, "batch_size": batch_size})
     log.setdefault("models", {})
     for method, sparsity_type, config in jobs:

@@ -17,3 +17,16 @@ def test_train_speed_benchmark_prints_both_paths_and_their_ratio(tmp_path):
         assert figures[path]["seconds_per_epoch"] > 0 and figures[path]["images_per_second"] > 0
         assert f"{path}" in result.stdout
     assert figures["images_per_epoch"] == 64 and figures["speedup"] > 0
+
+
+def test_precision_comparison_prints_fp32_bf16_and_their_ratio(tmp_path):
+    out = tmp_path / "precision.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "train_speed.py"), "--compare", "precision",
+                             "--dataset", "synthetic", "--max-images", "64", "--batch-size", "32", "--epochs", "1",
+                             "--steps", "1", "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["fp32"]["precision"] == "fp32" and figures["bf16"]["precision"] == "bf16"
+    assert figures["timed_steps_per_epoch"] == 1 and figures["images_per_epoch"] == 64
+    assert figures["speedup"] == figures["fp32"]["seconds_per_epoch"] / figures["bf16"]["seconds_per_epoch"]
+    assert "bf16 is" in result.stdout and "x float32" in result.stdout

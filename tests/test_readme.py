@@ -28,6 +28,7 @@ COVERAGE = [
     ("python -m grader.batch", "tests/test_grader.py::test_batch_grades_every_submission_into_a_gradebook"),
     ("python -m grader.gradescope", "tests/test_grader.py::test_gradescope_package_holds_scripts_and_grader_bundle"),
     ("python benchmarks/grade_time.py", ".ci/run"),
+    ("python benchmarks/train_speed.py --compare precision", "tests/test_benchmark_script.py::test_precision_comparison_prints_fp32_bf16_and_their_ratio"),
     ("python benchmarks/train_speed.py", "tests/test_benchmark_script.py::test_train_speed_benchmark_prints_both_paths_and_their_ratio"),
     ("python -m grader.solution --write-stubs", "tests/test_readme.py::test_stub_commands_run"),
     ("python -m grader.solution --check", "tests/test_readme.py::test_stub_commands_run"),
@@ -41,7 +42,7 @@ COVERAGE = [
     ("python hw2/main.py --method all --scope global", "tests/test_global_pruning.py::test_main_scope_global_saves_an_omp_global_model_at_the_target"),
     ("python hw2/main.py --method imp --type filter --criterion thinet", "tests/test_thinet.py::test_main_criterion_thinet_saves_an_imp_thinet_model"),
     ("python -m hw2.report", "tests/test_report.py::test_cli_reports_models_writes_json_and_the_score_plot"),
-    ("python3 ../shared/data/make_cifar10.py data", "tests/test_data.py::test_reads_the_cifar10_jpeg_copy_whose_md5_differs_from_the_official"),
+    ("python -m hw2.train", "tests/test_precision.py::test_train_cli_records_precision_and_float32_accuracy_and_removes_its_state"),
 ]
 
 
