@@ -138,21 +138,36 @@ def grader_unstructured_masks(model: nn.Module, ratios: dict) -> dict:
 YAML_CASES = {
     "valid": "# layer-wise ratios\nprune_ratios:\n  features.0.weight: 0.5\n  features.14.weight: 0.75\n"
              "  features.31.weight: 0\n  classifier.weight: 0.25\n",
-    "unknown_layer": "prune_ratios:\n  features.0.weight: 0.5\n  features.99.weight: 0.5\n",
-    "ratio_out_of_range": "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 1.2\n",
-    "malformed": "prune_ratios:\n  features.0.weight: 0.5\n   features.3.weight: [0.5\n",
+}
+# Every rejection the contract promises: case -> (what is wrong, in words; the file's text).
+YAML_REJECTIONS = {
+    "unknown_layer": ("a layer name the model does not have",
+                      "prune_ratios:\n  features.0.weight: 0.5\n  features.99.weight: 0.5\n"),
+    "batchnorm_name": ("a BatchNorm weight (not a Conv2d/Linear weight)",
+                       "prune_ratios:\n  features.0.weight: 0.5\n  features.1.weight: 0.5\n"),
+    "bias_name": ("a bias (not a Conv2d/Linear weight)",
+                  "prune_ratios:\n  features.0.weight: 0.5\n  classifier.bias: 0.5\n"),
+    "ratio_above_one": ("a ratio above 1", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 1.2\n"),
+    "ratio_one": ("a ratio of 1 (the range is [0, 1))", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 1.0\n"),
+    "ratio_negative": ("a negative ratio", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: -0.2\n"),
+    "ratio_not_a_number": ("a ratio that is not a number ('50%')",
+                           "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 50%\n"),
+    "duplicate_layer": ("a layer named twice",
+                        "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 0.5\n  features.0.weight: 0.7\n"),
+    "no_mapping": ("no prune_ratios mapping", "ratios:\n  features.0.weight: 0.5\n"),
+    "malformed": ("malformed YAML", "prune_ratios:\n  features.0.weight: 0.5\n   features.3.weight: [0.5\n"),
 }
 
 
 def read_yaml(workdir: str) -> dict:
     from hw2 import pruning
 
-    model = tiny_vgg()
     results = {}
-    for case, text in YAML_CASES.items():
+    texts = {**YAML_CASES, **{case: text for case, (_, text) in YAML_REJECTIONS.items()}}
+    for case, text in texts.items():
         path = Path(workdir) / f"{case}.yaml"
         path.write_text(text)
-        results[case] = call(pruning.read_prune_ratios_from_yaml, str(path), model)
+        results[case] = call(pruning.read_prune_ratios_from_yaml, str(path), tiny_vgg())  # a fresh model each time
     return results
 
 
@@ -199,7 +214,7 @@ def apply_pruning(sparsity_type: str) -> dict:
     model = tiny_vgg(seed=3)
     ratios = TINY_RATIOS if sparsity_type == "unstructured" else TINY_FILTER_RATIOS
     before = weights_of(model)
-    result = call(pruning.apply_pruning, model, sparsity_type, dict(ratios))
+    result = call(pruning.apply_pruning, model, sparsity_type, dict(ratios))  # a copy: the probe keeps its own
     after = weights_of(model)
     bn = {}
     for name in ratios:
@@ -209,16 +224,14 @@ def apply_pruning(sparsity_type: str) -> dict:
             bn[name] = {"weight": module.weight.detach().clone(), "bias": module.bias.detach().clone()}
     # Pruning again with larger ratios must prune further (what IMP relies on).
     larger = {name: min(0.9, ratio + 0.2) for name, ratio in ratios.items()}
-    again = call(pruning.apply_pruning, model, sparsity_type, larger) if "value" in result else {"raised": "skipped"}
+    again = call(pruning.apply_pruning, model, sparsity_type, dict(larger)) if "value" in result else {"raised": "skipped"}
     result.update(ratios=dict(ratios), before=before, after=after, bn=bn, larger_ratios=larger,
                   again_raised=again.get("raised"), after_again=weights_of(model))
     return result
 
 
-def sparsity_report() -> dict:
-    """A model with known zeros: in conv weights (some whole filters), in BatchNorm and in the classifier bias."""
-    from hw2 import pruning
-
+def _model_with_known_zeros() -> nn.Module:
+    """Zeros in conv weights (some whole filters), in BatchNorm and in the classifier bias; the same every call."""
     model = tiny_vgg(seed=5)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -232,10 +245,17 @@ def sparsity_report() -> dict:
                 module.weight[: module.num_features // 2] = 0  # counting BatchNorm would change the answer
                 module.bias[:1] = 0
         model.classifier.bias[:5] = 0
-    results = {"weights": weights_of(model)}
+    return model
+
+
+def sparsity_report() -> dict:
+    """test_sparsity on models with known zeros; each call gets its own model, so one call cannot change the next."""
+    from hw2 import pruning
+
+    results = {"weights": weights_of(_model_with_known_zeros())}
     for sparsity_type in ("unstructured", "filter"):
-        results[sparsity_type] = call(pruning.test_sparsity, model, sparsity_type)
-    # Also with masks attached through torch.nn.utils.prune, as after apply_pruning.
+        results[sparsity_type] = call(pruning.test_sparsity, _model_with_known_zeros(), sparsity_type)
+    # Also with masks attached by the grader through torch.nn.utils.prune, as after apply_pruning.
     hooked = tiny_vgg(seed=6)
     attach_masks(hooked, grader_unstructured_masks(hooked, TINY_RATIOS))
     results["hooked_weights"] = weights_of(hooked)
@@ -243,19 +263,34 @@ def sparsity_report() -> dict:
     return results
 
 
-def masked_retrain() -> dict:
+RETRAIN_STATES = ("plain", "hooked")  # the two model states masked_retrain's docstring says it is graded on
+
+
+def masked_retrain(state: str) -> dict:
+    """masked_retrain on a pruned tiny VGG13, in one of the two states its contract allows.
+
+    ``plain``: the pruned weights are plain zeros (no hooks), so only the student's
+    code can keep them zero.  ``hooked``: the grader attached the masks with
+    torch.nn.utils.prune (``weight_orig`` + ``weight_mask``), as apply_pruning may.
+    """
     from hw2 import pruning
 
     model = tiny_vgg(seed=8)
     masks = grader_unstructured_masks(model, TINY_RATIOS)
     masks.update(grader_filter_masks(model, {"features.17.weight": 0.5}))
-    attach_masks(model, masks)
+    if state == "hooked":
+        attach_masks(model, masks)
+    else:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                module_name, _, tensor_name = name.rpartition(".")
+                getattr(model.get_submodule(module_name), tensor_name).mul_(mask)
     train_loader, test_loader = tiny_loaders(seed=8)
     before = weights_of(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
                   nn.CrossEntropyLoss(), train_loader, test_loader, 1, DEVICE)
-    result.update(masks=masks, before=before, after=weights_of(model))
+    result.update(state=state, masks=masks, before=before, after=weights_of(model))
     return result
 
 
@@ -265,13 +300,13 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
 
     model = tiny_vgg(seed=9)
     train_loader, test_loader = tiny_loaders(seed=9)
-    ratios = dict(TINY_RATIOS if sparsity_type == "unstructured" else TINY_FILTER_RATIOS)
+    ratios = dict(TINY_RATIOS if sparsity_type == "unstructured" else TINY_FILTER_RATIOS)  # the probe's own targets
     before = weights_of(model)
     common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
-    if method == "omp":
-        result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, ratios, **common)
+    if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
+        result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
     else:
-        result = call(pruning.iterative_magnitude_prune, model, sparsity_type, ratios, iterations=iterations, **common)
+        result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations, **common)
     result.update(ratios=ratios, before=before, after=weights_of(model))
     return result
 
@@ -305,13 +340,15 @@ def compact(permanent: bool) -> dict:
     kept = [int(masks[name].flatten(1)[:, 0].sum()) for name in ratios]
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
     with torch.no_grad():
-        expected = model(x)
+        expected = model(x.clone())
+    parameters_before = sum(p.numel() for p in model.parameters())
     state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         compact = pruning.prune_channels_after_filter_prune(model)
     except Exception as exc:  # noqa: BLE001
         return raised(exc)
-    out = {"kept_widths": kept, "expected": expected, "classes": 10, "is_module": isinstance(compact, nn.Module)}
+    out = {"kept_widths": kept, "widths_before": list(TINY_WIDTHS), "parameters_before": parameters_before,
+           "expected": expected, "classes": 10, "is_module": isinstance(compact, nn.Module)}
     state_after = model.state_dict()
     out["input_unchanged"] = (state_before.keys() == state_after.keys()
                               and all(torch.equal(state_before[k], state_after[k]) for k in state_before))
@@ -326,7 +363,7 @@ def compact(permanent: bool) -> dict:
     try:
         compact.eval()
         with torch.no_grad():
-            out["outputs"] = compact(x).detach().clone()
+            out["outputs"] = compact(x.clone()).detach().clone()  # a copy: a forward pass may write into its input
     except Exception as exc:  # noqa: BLE001
         out["forward_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     return {"value": out}

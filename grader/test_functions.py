@@ -13,9 +13,29 @@ import torch
 
 from grader.checks import (count_in_range, expected_parameters, is_png, kept_rows_by_norm, layer_zero_counts,
                            pruned_not_larger_than_kept)
-from grader.probes import PLOT_RECORDS, TINY_FILTER_RATIOS, TINY_RATIOS
+from grader.probes import PLOT_RECORDS, RETRAIN_STATES, TINY_FILTER_RATIOS, TINY_RATIOS, YAML_REJECTIONS
 
 SHORT, TRAINING = 60, 180  # seconds a student call may take: tensor functions / functions that train the tiny model
+TINY = "the grader's tiny VGG13"  # named in messages: the model is the grader's, not the student's
+
+
+def _raised(case: dict) -> str:
+    return f"raised {case['raised']}: {case['message']}"
+
+
+def _full_mask(mask, shape: tuple, per_filter: bool = False):
+    """``mask`` broadcast to ``shape`` (a per-filter mask of C_out entries too, for filters), or None if it cannot be.
+
+    The shape tests judge the shape; the ranking and agreement checks judge what the mask says, whatever its layout.
+    """
+    if not isinstance(mask, torch.Tensor):
+        return None
+    if per_filter and mask.numel() == shape[0] and mask.dim() <= 1:
+        mask = mask.reshape(-1, *([1] * (len(shape) - 1)))
+    try:
+        return torch.broadcast_to(mask, shape)
+    except RuntimeError:
+        return None
 
 
 @pytest.mark.points(6)
@@ -26,13 +46,11 @@ def test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files(probe
     credit.check("value" in valid and isinstance(valid["value"], dict) and valid["value"] == expected,
                  "a valid file: the returned dict is not the file's prune_ratios mapping (name -> float ratio)"
                  + (f"; it raised {valid['raised']}: {valid['message']}" if "raised" in valid else ""), weight=3)
-    for case, what in (("unknown_layer", "a layer name the model does not have"),
-                       ("ratio_out_of_range", "a ratio outside [0, 1)"),
-                       ("malformed", "malformed YAML")):
+    for case, (what, _) in YAML_REJECTIONS.items():  # every rejection the docstring promises, together worth the valid file
         result = cases[case]
         credit.check(result.get("raised") == "ValueError",
                      f"{what} must raise ValueError; it " + (f"raised {result['raised']}" if "raised" in result
-                                                               else "returned normally"))
+                                                               else "returned normally"), weight=3 / len(YAML_REJECTIONS))
     credit.verify()
 
 
@@ -64,15 +82,22 @@ def test_unstructured_prune_mask_shape_and_count(probe, credit):
 @pytest.mark.points(5, visibility="hidden")
 def test_unstructured_prune_removes_smallest_magnitudes(probe, credit):
     cases = _mask_cases(probe, credit, "unstructured")
-    for i, case in enumerate(cases, 1):
-        mask = case.get("value")
-        if not isinstance(mask, torch.Tensor) or mask.shape != case["input"].shape:
-            credit.check(False, f"case {i}: unstructured_prune raised {case['raised']}" if "raised" in case
-                         else f"case {i}: no mask of the input's shape came back")
-            continue
+    judged = _ranked_cases(credit, cases, "unstructured_prune", per_filter=False)
+    for i, case, mask in judged:
         credit.check(pruned_not_larger_than_kept(case["input"].abs().flatten(), mask.flatten() == 0),
                      f"case {i}: a pruned entry has a larger |w| than a kept one")
     credit.verify()
+
+
+def _ranked_cases(credit, cases: list, function: str, per_filter: bool) -> list:
+    """The cases whose mask can be read (raises and shapes cost points in the shape-and-count test, not here)."""
+    judged = [(i, case, _full_mask(case.get("value"), tuple(case["input"].shape), per_filter))
+              for i, case in enumerate(cases, 1) if "raised" not in case]
+    judged = [(i, case, mask) for i, case, mask in judged if mask is not None]
+    if not judged:
+        first = next((case for case in cases if "raised" in case), None)
+        credit.fail(f"{function} {_raised(first)}" if first else f"{function} returned no mask that fits its input")
+    return judged
 
 
 @pytest.mark.points(2)
@@ -80,12 +105,14 @@ def test_mask_functions_leave_input_unchanged(probe, credit):
     for kind in ("unstructured", "filter"):
         cases = _mask_cases(probe, credit, kind)
         changed = [i for i, case in enumerate(cases, 1) if not torch.equal(case["input"], case["after"])]
-        failed = [i for i, case in enumerate(cases, 1) if "raised" in case]
-        if failed:
-            credit.check(False, f"{kind}_prune raised {cases[failed[0] - 1]['raised']} (cases {failed}), so it cannot "
-                                "be shown to leave its input unchanged")
-        else:
-            credit.check(not changed, f"{kind}_prune modified its input tensor (cases {changed}); compute the mask on a copy")
+        returned = [i for i, case in enumerate(cases, 1) if "raised" not in case]
+        modified = f"{kind}_prune modified its input tensor (cases {changed}); compute the mask on a copy"
+        if not returned:  # nothing to judge: every call raised (that is graded where it happens, and here only then)
+            first = cases[0]
+            credit.check(False, f"{kind}_prune {_raised(first)} in every case, so it cannot be shown to leave its input "
+                                "unchanged" + (f"; it also {modified}" if changed else ""))
+        else:  # a case that raised still counts if it modified its input first
+            credit.check(not changed, modified)
     credit.verify()
 
 
@@ -114,12 +141,7 @@ def test_filter_prune_removes_whole_filters_in_right_number(probe, credit):
 @pytest.mark.points(4, visibility="hidden")
 def test_filter_prune_ranks_filters_by_l2_norm(probe, credit):
     cases = _mask_cases(probe, credit, "filter")
-    for i, case in enumerate(cases, 1):
-        mask = case.get("value")
-        if not isinstance(mask, torch.Tensor) or mask.shape != case["input"].shape:
-            credit.check(False, f"case {i}: filter_prune raised {case['raised']}" if "raised" in case
-                         else f"case {i}: no mask of the input's shape came back")
-            continue
+    for i, case, mask in _ranked_cases(credit, cases, "filter_prune", per_filter=True):
         credit.check(kept_rows_by_norm(case["input"], mask),
                      f"case {i}: a pruned filter has a larger L2 norm than a kept one (or filters are not whole)")
     credit.verify()
@@ -129,30 +151,45 @@ def test_filter_prune_ranks_filters_by_l2_norm(probe, credit):
 def test_apply_pruning_masks_each_layer_to_its_own_ratio(probe, credit):
     for sparsity_type, ratios in (("unstructured", TINY_RATIOS), ("filter", TINY_FILTER_RATIOS)):
         result = probe("apply_pruning", SHORT, sparsity_type=sparsity_type)
+        where = f"{sparsity_type}, on {TINY}"
         if not result.ok or "raised" in result.value:
-            why = result.explain("apply_pruning") if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
-            credit.check(False, f"{sparsity_type}: {why}", weight=3)
+            why = result.explain("apply_pruning") if not result.ok else f"it {_raised(result.value)}"
+            credit.check(False, f"{where}: {why}", weight=4)
             continue
         value = result.value
+        before, after = value["before"], value["after"]
         masks = value["value"] if isinstance(value["value"], dict) else {}
-        credit.check(all(isinstance(masks.get(n), torch.Tensor) and masks[n].shape == value["before"][n].shape
-                         for n in ratios),
-                     f"{sparsity_type}: the returned dict must hold a mask of the weight's shape for every layer in the ratios")
-        agree = all(isinstance(masks.get(n), torch.Tensor) and masks[n].shape == value["after"][n].shape
-                    and torch.equal(value["after"][n] == 0, masks[n] == 0) for n in ratios)
-        credit.check(agree, f"{sparsity_type}: the model's weights must be zero exactly where the returned masks are 0")
-        wrong = [n for n, count in layer_zero_counts(value["after"], sparsity_type).items()
-                 if n in ratios and not count_in_range(count, *_units(value["before"][n], sparsity_type), ratios[n])]
-        untouched = all(torch.equal(value["after"][n], value["before"][n]) for n in value["before"] if n not in ratios)
-        credit.check(not wrong and untouched,
-                     f"{sparsity_type}: each layer must be pruned to its own ratio (floor or ceil), layers not named "
-                     f"left alone; wrong layers: {', '.join(wrong) or 'none'}"
-                     + ("" if untouched else "; a layer not in the ratios was changed"))
-        again_wrong = value["again_raised"] is not None or any(
-            not count_in_range(count, *_units(value["before"][n], sparsity_type), value["larger_ratios"][n])
-            for n, count in layer_zero_counts(value["after_again"], sparsity_type).items() if n in ratios)
-        credit.check(not again_wrong, f"{sparsity_type}: a second call with larger ratios must prune each layer further, "
-                                      "to the new ratio (what IMP relies on)")
+        unit = "zero weights" if sparsity_type == "unstructured" else "all-zero filters"
+        # 1. a mask of the weight's shape for every layer named
+        misshapen = [n for n in ratios if not (isinstance(masks.get(n), torch.Tensor) and masks[n].shape == before[n].shape)]
+        credit.check(not misshapen, f"{where}: the returned dict has no mask of the weight's shape for "
+                                    f"{', '.join(misshapen)}")
+        # 2. weights zero exactly where each returned mask is 0 (layers with a readable mask only)
+        readable = {n: m for n in ratios
+                    if (m := _full_mask(masks.get(n), tuple(before[n].shape), sparsity_type == "filter")) is not None}
+        disagree = [n for n, m in readable.items() if not torch.equal(after[n] == 0, m == 0)]
+        if readable:
+            credit.check(not disagree, f"{where}: the weights are not zero exactly where the returned mask is 0 in "
+                                       f"{', '.join(disagree)}")
+        # 3. each layer at its own ratio, the others untouched
+        counts = layer_zero_counts(after, sparsity_type)
+        wrong = [n for n in ratios if not count_in_range(counts[n], *_units(before[n], sparsity_type), ratios[n])]
+        changed = [n for n in before if n not in ratios and not torch.equal(after[n], before[n])]
+        credit.check(not wrong, f"{where}: not pruned to the layer's own ratio (floor or ceil of ratio x "
+                                f"{'weights' if sparsity_type == 'unstructured' else 'filters'}): "
+                                + ", ".join(f"{n} ({counts[n]} {unit} of {_units(before[n], sparsity_type)[0]})"
+                                            for n in wrong))
+        credit.check(not changed, f"{where}: layers not in the ratios were changed: {', '.join(changed)}")
+        # 4. a second call with larger ratios prunes further (judged on the layers the first call got right)
+        right = [n for n in ratios if n not in wrong]
+        if value["again_raised"] is not None:
+            credit.check(False, f"{where}: a second call with larger ratios (what IMP does) raised {value['again_raised']}")
+        elif right:
+            counts = layer_zero_counts(value["after_again"], sparsity_type)
+            short = [n for n in right if not count_in_range(counts[n], *_units(before[n], sparsity_type),
+                                                            value["larger_ratios"][n])]
+            credit.check(not short, f"{where}: after a second call with larger ratios (what IMP does), not at the new "
+                                    "ratio: " + ", ".join(f"{n} ({counts[n]} {unit})" for n in short))
     credit.verify()
 
 
@@ -166,15 +203,18 @@ def test_apply_pruning_filter_also_masks_batchnorm(probe, credit):
     value = credit.require(result, "apply_pruning")
     if "raised" in value:
         credit.fail(f"apply_pruning raised {value['raised']} on filter pruning: {value['message']}")
+    judged = 0
     for name in TINY_FILTER_RATIOS:
         dead = (value["after"][name].flatten(1) == 0).all(dim=1)
         if not bool(dead.any()):
-            credit.check(False, f"{name}: no filter was pruned, so no BatchNorm channel could be checked")
-            continue
+            continue  # no pruned filter: the ratio test says so; nothing to judge here
+        judged += 1
         bn = value["bn"][name]
         credit.check(bool((bn["weight"][dead] == 0).all() and (bn["bias"][dead] == 0).all()),
                      f"{name}: the BatchNorm after it must have weight and bias 0 on each pruned filter's channel "
                      "(otherwise its shift keeps the channel alive)")
+    if not judged:
+        credit.fail(f"filter pruning of {TINY} left no all-zero filter, so no BatchNorm channel could be checked")
     credit.verify()
 
 
@@ -182,7 +222,7 @@ def test_apply_pruning_filter_also_masks_batchnorm(probe, credit):
 def test_sparsity_report_counts_conv_and_linear_weights_only(probe, credit):
     value = credit.require(probe("sparsity_report", SHORT), "test_sparsity")
     for label, weights_key, sparsity_type in (("unstructured", "weights", "unstructured"), ("filter", "weights", "filter"),
-                                              ("masks attached with torch.nn.utils.prune", "hooked_weights", "unstructured")):
+                                              ("masks attached by the grader with torch.nn.utils.prune", "hooked_weights", "unstructured")):
         key = label if label in ("unstructured", "filter") else "hooked"
         report = value[key]
         if "raised" in report:
@@ -209,25 +249,35 @@ def test_sparsity_report_counts_conv_and_linear_weights_only(probe, credit):
     credit.verify()
 
 
+RETRAIN_LABELS = {"plain": f"{TINY} with its pruned weights set to zero by the grader (plain parameters, no hooks)",
+                  "hooked": f"{TINY} with masks attached by the grader through torch.nn.utils.prune "
+                            "(each masked parameter is <name>_orig, <name> is computed)"}
+
+
 @pytest.mark.points(6)
 def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, credit):
-    result = probe("masked_retrain", TRAINING)
-    value = credit.require(result, "masked_retrain")
-    if "raised" in value:
-        credit.fail(f"masked_retrain raised {value['raised']}: {value['message']}")
-    regrown, frozen = [], []
-    for name, mask in value["masks"].items():
-        if name not in value["after"]:
-            continue  # BatchNorm masks: their weights are not in the report
-        after, before = value["after"][name], value["before"][name]
-        if bool((after[mask == 0] != 0).any()):
-            regrown.append(name)
-        if float((after[mask == 1] != before[mask == 1]).float().mean()) < 0.5:
-            frozen.append(name)
-    credit.check(not regrown, f"weights whose mask is 0 are no longer zero after retraining in {', '.join(regrown)}: "
-                              "the masks must stay in force during training", weight=2)
-    credit.check(not frozen, f"the unpruned weights did not change in {', '.join(frozen)}: masked_retrain must train "
-                             "the model for num_epochs with the given optimizer")
+    for state in RETRAIN_STATES:  # both model states the docstring allows; a crash costs only its own state
+        label = RETRAIN_LABELS[state]
+        result = probe("masked_retrain", TRAINING, state=state)
+        if not result.ok or "raised" in result.value:
+            why = result.explain("masked_retrain") if not result.ok else f"masked_retrain {_raised(result.value)}"
+            credit.check(False, f"{label}: {why}", weight=3)
+            continue
+        value = result.value
+        regrown, frozen = [], []
+        for name, mask in value["masks"].items():
+            if name not in value["after"]:
+                continue  # BatchNorm masks: their weights are not in the report
+            after, before = value["after"][name], value["before"][name]
+            if bool((after[mask == 0] != 0).any()):
+                regrown.append(name)
+            if float((after[mask == 1] != before[mask == 1]).float().mean()) < 0.5:
+                frozen.append(name)
+        credit.check(not regrown, f"{label}: weights whose mask is 0 are no longer zero after retraining in "
+                                  f"{', '.join(regrown)}: masked_retrain must keep them zero itself, from prune_masks",
+                     weight=2)
+        credit.check(not frozen, f"{label}: the unpruned weights did not change in {', '.join(frozen)}: masked_retrain "
+                                 "must train the model for num_epochs with the given optimizer")
     credit.verify()
 
 
@@ -263,7 +313,7 @@ def test_oneshot_prunes_once_to_target_and_retrains(probe, credit):
         log = _prune_log_checks(credit, value, f"{sparsity_type} oneshot_magnitude_prune")
         credit.check(len(log) == 1, f"{sparsity_type}: one-shot pruning must prune once (one log entry), got {len(log)}")
         wrong = _final_counts_ok(value, sparsity_type)
-        credit.check(not wrong, f"{sparsity_type}: after OMP each layer must be at its target ratio with the pruned "
+        credit.check(not wrong, f"{sparsity_type}, on {TINY}: after OMP each layer must be at its target ratio with the pruned "
                                 f"weights still zero; wrong layers: {', '.join(wrong) or 'none'}")
         credit.check(_kept_moved(value), f"{sparsity_type}: the unpruned weights did not change: OMP must retrain after pruning")
     credit.verify()
@@ -282,7 +332,7 @@ def test_iterative_prunes_in_at_least_three_rounds_landing_on_target(probe, cred
             credit.check(False, f"{sparsity_type}, {iterations} iterations: {why}", weight=4)
             continue
         value = result.value
-        where = f"{sparsity_type}, iterations={iterations}"
+        where = f"{sparsity_type}, iterations={iterations}, on {TINY}"
         log = _prune_log_checks(credit, value, f"{where}: iterative_magnitude_prune")
         credit.check(len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}")
         schedules = [e.get("ratios") for e in log]
@@ -307,23 +357,32 @@ def test_iterative_prunes_in_at_least_three_rounds_landing_on_target(probe, cred
 @pytest.mark.points(7)
 def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
     for permanent in (False, True):
-        label = "masks made permanent" if permanent else "masks attached with torch.nn.utils.prune"
+        label = (f"{TINY}, filter-pruned by the grader, masks made permanent" if permanent else
+                 f"{TINY}, filter-pruned by the grader, masks attached with torch.nn.utils.prune")
         result = probe("compact", SHORT, permanent=permanent)
         if not result.ok or "raised" in result.value:
-            why = result.explain("prune_channels_after_filter_prune") if not result.ok else \
-                f"it raised {result.value['raised']}: {result.value['message']}"
+            why = result.explain("prune_channels_after_filter_prune") if not result.ok else f"it {_raised(result.value)}"
             credit.check(False, f"{label}: {why}", weight=5)
             continue
         value = result.value["value"]
-        if not credit.check(value["is_module"], f"{label}: must return an nn.Module", weight=5):
+        if not value["is_module"]:
+            credit.check(False, f"{label}: must return an nn.Module", weight=5)
             continue
+        # Credit starts with the model getting smaller by the pruned filters: removing nothing earns nothing.
+        if not credit.check(value["widths"] == value["kept_widths"],
+                            f"{label}: the returned model's conv widths are {value['widths']} (the given model's: "
+                            f"{value['widths_before']}); each conv must lose exactly its all-zero filters, and nothing "
+                            "else is graded until it does", weight=5):
+            continue
+        credit.check(value["zero_filters"] == 0, f"{label}: all-zero filters are left in the returned model "
+                                                 "(other filters were removed in their place)")
         credit.check(value["input_unchanged"] and not value["same_object"],
-                     f"{label}: must return a new model and leave the given one as it was")
-        credit.check(value["widths"] == value["kept_widths"] and value["zero_filters"] == 0,
-                     f"{label}: every conv must keep exactly its non-zero filters (no all-zero filters left)")
+                     f"{label}: must return a new model and leave the given one as it was"
+                     + ("" if value["input_unchanged"] else " (the given model's state_dict changed)"))
         credit.check(value["parameters"] == expected_parameters(value["kept_widths"], value["classes"]) and not value["has_masks"],
                      f"{label}: the parameter count is not that of the VGG13 with the pruned filters, their BatchNorm "
-                     "channels and the next layer's matching inputs removed")
+                     "channels and the next layer's matching inputs removed"
+                     + (" (pruning masks are left in it)" if value["has_masks"] else ""))
         outputs = value.get("outputs")
         same = isinstance(outputs, torch.Tensor) and outputs.shape == value["expected"].shape and \
             float((outputs - value["expected"]).abs().max()) <= 1e-4

@@ -225,10 +225,10 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, devic
     elif args.scope == "global":  # one threshold across the layers of the YAML (all conv/linear layers without one)
         steps = pruning.global_magnitude_prune(model, args.global_sparsity, list(ratios) or None,
                                                iterations=1 if method == "omp" else args.iterations, **common)
-    elif method == "omp":
-        steps = pruning.oneshot_magnitude_prune(model, sparsity_type, ratios, **common)
+    elif method == "omp":  # copies: a function that edits its dict must not change the ratios logged and reused here
+        steps = pruning.oneshot_magnitude_prune(model, sparsity_type, dict(ratios), **common)
     else:
-        steps = pruning.iterative_magnitude_prune(model, sparsity_type, ratios, iterations=args.iterations, **common)
+        steps = pruning.iterative_magnitude_prune(model, sparsity_type, dict(ratios), iterations=args.iterations, **common)
     seconds = time.perf_counter() - start
     make_pruning_permanent(model)
     report = pruning.test_sparsity(model, sparsity_type)

@@ -56,11 +56,13 @@ def read_prune_ratios_from_yaml(file_name: str | Path, model: nn.Module) -> dict
 
     Raises:
         ValueError: malformed YAML (the message gives the line), no
-            ``prune_ratios`` mapping, a name the model does not have (the message
-            lists the valid names), or a ratio that is not a number in [0, 1)
-            (the message names the layer).
+            ``prune_ratios`` mapping, a name given twice, a name the model does
+            not have or that is not a Conv2d/Linear weight (a BatchNorm weight, a
+            bias; the message lists the valid names), or a ratio that is not a
+            number in [0, 1) (1.0, a negative number, a string such as ``50%``;
+            the message names the layer).
 
-    Graded: the returned dict equals the file's mapping; each of the three bad inputs raises ValueError.
+    Graded: the returned dict equals the file's mapping; each bad input listed under Raises raises ValueError.
     """
     raise NotImplementedError("read_prune_ratios_from_yaml: write it in hw2/pruning.py (see its docstring)")
 
@@ -153,9 +155,18 @@ def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optim
                    progress: bool = True) -> list[dict]:
     """Retrain a pruned model for ``num_epochs`` while every pruned weight stays exactly zero.
 
+    The model may come in either state ``apply_pruning`` may leave it in, and
+    the masks must hold in both: masks attached with ``torch.nn.utils.prune``
+    (each masked parameter is then ``<name>_orig``, and ``<name>`` is computed
+    from it and ``<name>_mask``), or plain parameters whose pruned entries are
+    zero (nothing but your code keeps them zero: re-apply the masks after each
+    optimizer step, or attach them first).
+
     Args:
-        model: the pruned network (masks from ``apply_pruning``).
-        prune_masks: parameter name -> mask (1 = keep), as returned by ``apply_pruning``.
+        model: the pruned network, in either state above.
+        prune_masks: parameter name (``model.named_parameters()`` style, e.g.
+            ``features.0.weight``) -> mask (1 = keep) of that parameter's shape,
+            as returned by ``apply_pruning``.
         optimizer: optimizer over ``model.parameters()``.
         loss_fn: e.g. ``nn.CrossEntropyLoss()``.
         train_loader, test_loader: batches of ``(images (B, 3, 32, 32), labels (B,))``.
@@ -168,7 +179,7 @@ def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optim
         list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
         percent) and ``"test_accuracy"`` (percent).
 
-    Graded: afterwards every weight whose mask is 0 is exactly 0 and the unpruned weights have changed.
+    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), afterwards every weight whose mask is 0 is exactly 0 and the unpruned weights have changed.
     """
     raise NotImplementedError("masked_retrain: write it in hw2/pruning.py (see its docstring)")
 
@@ -252,7 +263,7 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
         4. Why does unstructured sparsity give no speed-up on a GPU, while the
            compacted filter-pruned model does?
 
-    Graded: a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
+    Graded: first, each conv keeps exactly its non-zero filters (a model that removes nothing earns nothing); then a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
     """
     raise NotImplementedError("prune_channels_after_filter_prune: write it in hw2/pruning.py (see its docstring)")
 
