@@ -308,6 +308,9 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
     else:
         result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations, **common)
     result.update(ratios=ratios, before=before, after=weights_of(model))
+    if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
+        mask_function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
+        result["own_masks"] = {name: call(mask_function, before[name].clone(), ratio) for name, ratio in ratios.items()}
     return result
 
 

@@ -315,8 +315,34 @@ def test_oneshot_prunes_once_to_target_and_retrains(probe, credit):
         wrong = _final_counts_ok(value, sparsity_type)
         credit.check(not wrong, f"{sparsity_type}, on {TINY}: after OMP each layer must be at its target ratio with the pruned "
                                 f"weights still zero; wrong layers: {', '.join(wrong) or 'none'}")
+        late = [n for n in _not_pruned_from_given_weights(value, sparsity_type) if n not in wrong]  # counts judged above
+        function = "unstructured_prune" if sparsity_type == "unstructured" else "filter_prune"
+        credit.check(not late, f"{sparsity_type}, on {TINY}: in {', '.join(late)}, the pruned "
+                               f"{'weights' if sparsity_type == 'unstructured' else 'filters'} are not those your "
+                               f"{function} picks from the weights OMP was given: prune them first, then retrain")
         credit.check(_kept_moved(value), f"{sparsity_type}: the unpruned weights did not change: OMP must retrain after pruning")
     credit.verify()
+
+
+def _not_pruned_from_given_weights(value, sparsity_type) -> list[str]:
+    """Layers whose pruned weights (filters) differ from what the student's mask function picks from the given weights.
+
+    Judged against the student's own function, so that a ranking bug costs points in the ranking test only;
+    layers where that function raised or gave no readable mask are not judged here.
+    """
+    late = []
+    for name, own in value.get("own_masks", {}).items():
+        before, after = value["before"][name], value["after"][name]
+        mask = _full_mask(own.get("value"), tuple(before.shape), sparsity_type == "filter")
+        if mask is None:
+            continue
+        if sparsity_type == "unstructured":
+            same = torch.equal(after == 0, mask == 0)
+        else:
+            same = torch.equal((after.flatten(1) == 0).all(dim=1), (mask.flatten(1) == 0).all(dim=1))
+        if not same:
+            late.append(name)
+    return late
 
 
 @pytest.mark.points(7)

@@ -258,3 +258,28 @@ def test_messages_say_when_the_grader_attached_hooks_or_built_the_model(tmp_path
     assert "the grader's tiny VGG13 with its pruned weights set to zero by the grader" in results[RETRAIN][2]
     assert "filter-pruned by the grader, masks attached with torch.nn.utils.prune" in results[COMPACT][2]
     assert "filter-pruned by the grader, masks made permanent" in results[COMPACT][2]
+
+
+TRAINS_THEN_PRUNES = '''
+def oneshot_magnitude_prune(model, sparsity_type, prune_ratio_dict, *, train_loader, test_loader, epochs, device,
+                            lr=0.01, weight_decay=5e-4, progress=True):
+    before, _ = _retrain_pruned(model, {}, train_loader, test_loader, epochs, device, lr, weight_decay, False)
+    apply_pruning(model, sparsity_type, dict(prune_ratio_dict))  # pruned after the training
+    return [{"iteration": 1, "ratios": dict(prune_ratio_dict), "sparsity": test_sparsity(model, sparsity_type)["overall"],
+             "accuracy_before_retrain": before, "accuracy": evaluate(model, test_loader, device)}]
+'''
+
+PRUNES_LARGEST_FILTERS = '''
+def filter_prune(tensor, sparsity):
+    k = int(round(sparsity * tensor.shape[0]))
+    keep = torch.ones(tensor.shape[0], dtype=tensor.dtype)
+    keep[torch.argsort(tensor.detach().flatten(1).norm(dim=1), descending=True)[:k]] = 0
+    return keep.view(-1, *([1] * (tensor.dim() - 1))).expand_as(tensor).clone()
+'''
+
+
+def test_omp_that_prunes_after_retraining_loses_points_but_a_ranking_bug_costs_omp_nothing(tmp_path):
+    score, points, output = grade(TRAINS_THEN_PRUNES, [OMP], tmp_path / "late")[OMP]
+    assert score < points and "prune them first, then retrain" in output, output
+    ranking = grade(PRUNES_LARGEST_FILTERS, [OMP, FILTER_RANK], tmp_path / "ranking")
+    assert not full(ranking[FILTER_RANK]) and full(ranking[OMP]), ranking  # judged against its own filter_prune

@@ -359,7 +359,7 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
         ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
 
-    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil) and retrained: pruned weights stay zero, the others change.
+    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil), the pruned weights (filters) being those unstructured_prune / filter_prune pick from the weights it was given, and retrained: pruned weights stay zero, the others change.
     """
     # BEGIN SOLUTION
     _check_sparsity_type(sparsity_type)
