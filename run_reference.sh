@@ -15,9 +15,6 @@ REF=$(mktemp -d)/hw2-reference
 python -m grader.solution "$REF"
 SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
-if [ "$SMOKE" = 0 ] && [ ! -d data/cifar-10-batches-py ] && [ -f ../shared/data/make_cifar10.py ]; then
-  python ../shared/data/make_cifar10.py data          # an offline CIFAR-10 copy beside this repo
-fi
 if [ "$SMOKE" = 1 ]; then
   DATA_ARGS=(--dataset synthetic)
   echo "data: synthetic (--smoke)"

@@ -6,7 +6,7 @@
 Exports the reference (``grader.solution``), makes its run outputs with the
 fast smoke settings (not timed), then times complete ``pytest grader/`` runs in
 a child process (``grader.batch.grade_submission``) and prints the seconds per
-grading.  The issue's budget is under 3 minutes per submission.
+grading.  The budget is under 3 minutes per submission.
 """
 from __future__ import annotations
 

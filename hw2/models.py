@@ -61,7 +61,7 @@ class VGG13(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Further architectures for the studies beyond HW2 (issue 6): LeNets for 28x28 grey digits and
+# Further architectures for the studies beyond HW2: LeNets for 28x28 grey digits and
 # clothes, CIFAR ResNets.  Output layers are registered last, so ``list(prunable_weights(m))[-1]``
 # is always the output layer.
 # ---------------------------------------------------------------------------------------------
