@@ -107,13 +107,6 @@ WRONG = [
 SOLUTIONS = CORRECT + WRONG
 
 
-def write_submission(solution: Independent, dest: Path) -> Path:
-    """A submission folder holding only hw2/pruning.py (the grader supplies every other hw2 file)."""
-    (dest / "hw2").mkdir(parents=True, exist_ok=True)
-    (dest / "hw2" / "pruning.py").write_text(solution.source())
-    return dest
-
-
 # ---------------------------------------------------------------------------------------------
 # In-process grading: the graded tests of grader/test_functions.py, with probes run in this process
 # ---------------------------------------------------------------------------------------------

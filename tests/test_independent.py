@@ -1,0 +1,90 @@
+"""The grader is right about code it has never seen: independently written solutions.
+
+``tests/independent/`` holds complete solutions written in styles unlike the
+reference (see its docstring).  Each correct one must score full marks on every
+code test; each wrong one (a correct one plus one plausible bug that no mutant in
+tests/mutants.py has) must lose points on the test that names its bug and keep
+full marks on every other.  They are graded by the grader's own checks and probes
+in this process (``grade_in_process``: seconds each); the sandbox that carries
+probe results to those checks is tested with the reference in tests/test_grader.py.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from tests.independent import CORRECT, HERE, SOLUTIONS, WRONG, grade_in_process
+from tests.mutants import MUTANTS, REPO_ROOT
+
+CODE_TESTS = re.findall(r"^def (test_\w+)\(", (REPO_ROOT / "grader" / "test_functions.py").read_text(), flags=re.MULTILINE)
+
+
+def test_suite_has_enough_solutions_each_naming_a_real_graded_test():
+    assert len(CORRECT) >= 4 and len(WRONG) >= 10
+    assert len({s.name for s in SOLUTIONS}) == len(SOLUTIONS)
+    assert not {s.name for s in SOLUTIONS} & {m.name for m in MUTANTS}
+    assert all(s.base in {c.name for c in CORRECT} and s.test in CODE_TESTS for s in WRONG)
+    assert all((HERE / f"{s.name}.py").is_file() for s in CORRECT)
+    assert all((HERE / f"bug_{s.name}.py").is_file() for s in WRONG)
+
+
+def test_independent_solutions_are_not_copies_of_the_reference():
+    """Beyond calls of the provided API (``for name, ratio in prune_ratio_dict.items():``), no line is the reference's."""
+    reference = (REPO_ROOT / "solution" / "hw2" / "pruning.py").read_text()
+    reference_lines = {line.strip() for line in reference.splitlines() if len(line.strip()) > 40}
+    for solution in CORRECT:
+        lines = [line.strip() for line in solution.source().splitlines() if len(line.strip()) > 40]
+        shared = [line for line in lines if line in reference_lines]
+        assert len(shared) <= 0.1 * len(lines), f"{solution.name} shares {len(shared)} lines with the reference: {shared}"
+
+
+@pytest.fixture(scope="module")
+def independent_grades(tmp_path_factory) -> dict:
+    """solution name -> {code test name: (score, max_score, output)}, the grader's checks run in this process."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("independent")
+    return {s.name: grade_in_process(s.source(), root / s.name) for s in SOLUTIONS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution", CORRECT, ids=[s.name for s in CORRECT])
+def test_correct_solution_scores_full_marks_on_every_code_test(solution, independent_grades):
+    tests = independent_grades[solution.name]
+    assert set(tests) == set(CODE_TESTS)
+    lost = {name: output for name, (score, points, output) in tests.items() if score != points}
+    assert not lost, f"{solution.name} ({solution.why}) lost points: {lost}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution", WRONG, ids=[s.name for s in WRONG])
+def test_wrong_solution_loses_points_on_the_test_naming_its_bug_only(solution, independent_grades):
+    tests = independent_grades[solution.name]
+    assert set(tests) == set(CODE_TESTS)
+    score, points, output = tests[solution.test]
+    assert score < points, f"{solution.name} ({solution.why}) kept full marks on {solution.test}"
+    assert output.strip(), "a lost point must come with a reason"
+    elsewhere = {name: out for name, (s, p, out) in tests.items() if name != solution.test and s != p}
+    assert not elsewhere, f"{solution.name} ({solution.why}) also lost points on {elsewhere}"
+
+
+@pytest.mark.slow
+def test_confusion_table_of_the_independent_solutions(independent_grades, capsys):
+    """correct / wrong x full / partial / zero total on the code tests: only the diagonal cells may hold solutions."""
+    table = {(kind, band): [] for kind in ("correct", "wrong") for band in ("full", "partial", "zero")}
+    for solution in SOLUTIONS:
+        tests = independent_grades[solution.name]
+        score, points = sum(s for s, _, _ in tests.values()), sum(p for _, p, _ in tests.values())
+        band = "full" if tests and score == points else "zero" if score == 0 else "partial"
+        table["correct" if solution.correct else "wrong", band].append(f"{solution.name} ({score:g}/{points:g})")
+    with capsys.disabled():
+        print(f"\nindependent solutions graded on the code tests:\n{'':>8} {'full':>6} {'partial':>8} {'zero':>6}")
+        for kind in ("correct", "wrong"):
+            print(f"{kind:>8} " + " ".join(f"{len(table[kind, band]):>{w}}" for band, w in
+                                           (("full", 6), ("partial", 8), ("zero", 6))))
+        for (kind, band), names in table.items():
+            for name in names:
+                print(f"  {kind:<7} {band:<7} {name}")
+    assert len(table["correct", "full"]) == len(CORRECT)
+    assert len(table["wrong", "partial"]) == len(WRONG)  # one bug costs some points, never all of them
