@@ -63,6 +63,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    if not hasattr(os, "fork"):  # the sandbox forks a child per student call
+        raise pytest.UsageError("the grader runs student code in forked child processes, which this system (Windows) "
+                                "cannot do: run it under WSL, Linux or macOS")
     config.addinivalue_line("markers", "points(n, visibility='visible'): points and Gradescope visibility of a graded test")
     config._hw2_grades = GradePlugin(config)
     config.pluginmanager.register(config._hw2_grades, "hw2_grades")
@@ -84,12 +87,19 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+def pytest_collection_finish(session):
+    """The points of the tests that will run (after -k and --public): a layout failure is out of these."""
+    session.config._hw2_grades.collected_points = sum(float(i.get_closest_marker("points").args[0]) for i in session.items)
+
+
 class GradePlugin:
     def __init__(self, config):
         self.config = config
         self.outcomes: dict[str, Outcome] = {}
         self.start = time.perf_counter()
         self.not_run = 0.0  # points of the hidden tests that --public leaves out
+        self.collected_points = 0.0
+        self.layout_error: str | None = None  # the submission could not be found: results.json says why
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -132,6 +142,11 @@ class GradePlugin:
                 sum(o.points for o in self.outcomes.values()))
 
     def results_json(self) -> dict:
+        if self.layout_error is not None:  # one visible test that says what was expected and what was found
+            return {"score": 0.0, "execution_time": round(time.perf_counter() - self.start, 2),
+                    "output": f"Not graded: {self.layout_error}",
+                    "tests": [{"name": "submission_layout", "score": 0.0, "max_score": self.collected_points,
+                               "status": "failed", "output": self.layout_error, "visibility": "visible"}]}
         score, maximum = self.total()
         tests = []
         for o in self.outcomes.values():
@@ -181,12 +196,33 @@ def write_results(path: Path, results: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------
+def locate_submission(path: Path) -> Path:
+    """The folder that holds ``hw2/``: ``path`` itself, or its one sub-folder that does (a repository zipped
+    inside a top-level folder).  Raises ``ValueError`` saying what was expected and what was found."""
+    path = Path(path).resolve()
+    if (path / "hw2").is_dir():
+        return path
+    if not path.is_dir():
+        raise ValueError(f"the submission {path} is not a folder")
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+    nested = [p for p in folders if (p / "hw2").is_dir()]
+    if len(nested) == 1:
+        return nested[0]
+    found = ", ".join(p.name + "/" for p in sorted(path.iterdir()) if not p.name.startswith("."))[:300] or "nothing"
+    if nested:
+        raise ValueError(f"expected one hw2/ folder in the submission, found {len(nested)}: "
+                         f"{', '.join(p.name + '/hw2/' for p in nested)}; submit one repository")
+    raise ValueError(f"expected the repository's hw2/ (and results/) at the top of the submission or inside one "
+                     f"folder, found: {found}")
+
+
 @pytest.fixture(scope="session")
 def submission(pytestconfig) -> Path:
-    path = (pytestconfig.getoption("--submission") or GRADER_ROOT).resolve()
-    if not (path / "hw2").is_dir():
-        pytest.exit(f"--submission {path} has no hw2/ folder; give the root of the student's repository", returncode=4)
-    return path
+    try:
+        return locate_submission(pytestconfig.getoption("--submission") or GRADER_ROOT)
+    except ValueError as exc:
+        pytestconfig._hw2_grades.layout_error = str(exc)
+        pytest.exit(f"not graded: {exc}", returncode=4)
 
 
 @pytest.fixture(scope="session")
