@@ -11,10 +11,13 @@ Python files in ``solution/`` mark the reference code with ``# BEGIN SOLUTION`` 
 Commands::
 
     python -m grader.solution DIR              # write a complete copy of the project with the reference in place
-    python -m grader.solution --branch solution  # commit that tree to git branch 'solution' (working tree untouched)
-    python -m grader.solution --release DIR    # write the student release: no solution/, no staff tools or tests
+    python -m grader.solution --branch         # commit that tree to git branch 'reference-solution' (working tree untouched)
+    python -m grader.solution --release DIR    # write the student release: a git repository, public checks only
     python -m grader.solution --write-stubs    # regenerate the stubs in hw2/ from solution/
     python -m grader.solution --check          # exit 1 if the stubs in hw2/ have drifted from solution/
+
+The branch is not called ``solution``: a branch named like a folder of the tree makes
+``git log solution`` ambiguous, so ``--branch`` refuses such names.
 """
 from __future__ import annotations
 
@@ -29,24 +32,22 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTION_DIR = "solution"
+REFERENCE_BRANCH = "reference-solution"  # not "solution": that is a folder of the tree too
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 # Never copied into an export: VCS data, run outputs, local data and environments.
 EXCLUDED_TOP = {".git", SOLUTION_DIR, "results", "data", ".data", ".venv", "venv", ".pytest_cache"}
 # Also left out of the student release: the project's own tests (the mutants are edits of the reference),
-# CI, and the tools that need the reference.
+# CI, and the tools that need the reference.  Its grader/ is written by grader.public_checks (public checks only).
 STAFF_ONLY = {"tests", ".ci", "run_reference.sh", "benchmarks/grade_time.py"}
-# README.md sections (## headings) the student release keeps, after its own set-up section.
-STUDENT_SECTIONS = ("For students", "Beyond HW2", "Data and credits")
-STUDENT_SETUP = """## Set-up
-
-```bash
-python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt
-```
-
-Python 3.10+; a CPU is enough to write and check your code, a GPU makes the CIFAR-10 runs quick.
-`results/` is not git-ignored here: commit it with your code when you hand in.
-
-"""
+# The student release's README: this title, then README.md's "For students" section with its ### headings
+# raised to ##, then these other ## sections of README.md.
+STUDENT_TITLE = "# HW2: pruning VGG13 on CIFAR-10"
+STUDENT_PART = "For students"
+STUDENT_EXTRA_SECTIONS = ("Beyond HW2", "Data and credits")
+# Who commits the release when git knows no user (git refuses to commit without one).
+RELEASE_AUTHOR = ("HW2 release", "hw2-release@example.invalid")
+RELEASE_MESSAGE = "HW2 student release"
+GIT_LOCATION = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
 _DEF = re.compile(r"^(\s*)def (\w+)\(")
 
 
@@ -154,25 +155,63 @@ def _prepare_destination(dest: Path, root: Path) -> Path:
     return dest
 
 
-def student_readme(text: str) -> str:
-    """README.md for students: the title and introduction, a set-up section, and ``STUDENT_SECTIONS``."""
+def _sections(text: str) -> tuple[str, dict[str, str]]:
+    """README text -> (what precedes the first ``## `` heading, {heading: section text including its heading})."""
     intro, *sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
-    kept = [s for s in sections if s[3:].startswith(STUDENT_SECTIONS)]
-    return intro + STUDENT_SETUP + "".join(kept)
+    return intro, {section.splitlines()[0][3:].strip(): section for section in sections}
 
 
-def export_student(dest: Path, root: Path = REPO_ROOT) -> Path:
+def student_readme(text: str) -> str:
+    """README.md for students: ``STUDENT_TITLE``, the "For students" section with its subsections raised one
+    level, then ``STUDENT_EXTRA_SECTIONS`` (sections matched by the start of their heading)."""
+    _, sections = _sections(text)
+    part = next((body for heading, body in sections.items() if heading.startswith(STUDENT_PART)), None)
+    if part is None:
+        raise ValueError(f"README.md has no '## {STUDENT_PART}' section, which the student release's README is made of")
+    body = re.sub(r"^###(?=#* )", "##", part.split("\n", 1)[1], flags=re.MULTILINE)
+    extra = [body_ for heading, body_ in sections.items() if heading.startswith(STUDENT_EXTRA_SECTIONS)]
+    return STUDENT_TITLE + "\n" + body.rstrip("\n") + "\n\n" + "".join(extra).rstrip("\n") + "\n"
+
+
+def init_release_repository(dest: Path) -> str | None:
+    """``git init`` + one commit of everything in ``dest``; returns the commit id, or None when git is missing.
+
+    The committer is the user's git identity, else ``RELEASE_AUTHOR``; commit signing is off for this commit.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCATION}  # dest's own repository, whoever calls
+    try:
+        _git(["init", "-q"], dest, env)
+    except FileNotFoundError:
+        return None
+    identity = ["-c", "commit.gpgsign=false"]
+    for key, fallback in zip(("user.name", "user.email"), RELEASE_AUTHOR):
+        if subprocess.run(["git", "config", key], cwd=dest, capture_output=True, text=True, env=env).stdout.strip() == "":
+            identity += ["-c", f"{key}={fallback}"]
+    _git([*identity, "add", "--all"], dest, env)
+    _git([*identity, "commit", "-q", "-m", RELEASE_MESSAGE], dest, env)
+    return _git(["rev-parse", "HEAD"], dest, env)
+
+
+def export_student(dest: Path, root: Path = REPO_ROOT, repository: bool = True) -> Path:
     """Write the student release (stubs checked up to date first): no ``solution/``, no ``STAFF_ONLY`` files,
-    a student README, ``results/`` not git-ignored (it is handed in), ``pytest`` running the grader."""
+    the public checks as its ``grader/``, a student README, ``results/`` not git-ignored (it is handed in),
+    ``pytest`` running the grader; with ``repository``, a git repository with one commit (when git is installed:
+    without git the files are written all the same, and ``main`` says what to run)."""
+    from grader.public_checks import release_grader  # here, not at the top: it imports torch
+
     drift = drifted_stubs(root)
     if drift:
         raise ValueError(f"stubs out of date with solution/: {', '.join(map(str, drift))}; run python -m grader.solution --write-stubs")
+    grader_files = release_grader(root)  # before anything is written: it refuses a grader that would leak
     dest = _prepare_destination(dest, root)
     for rel in project_files(root):
-        if rel.parts[0] in STAFF_ONLY or rel.as_posix() in STAFF_ONLY:
+        if rel.parts[0] in STAFF_ONLY or rel.as_posix() in STAFF_ONLY or rel.parts[0] == "grader":
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dest / rel)
+    for rel, text in grader_files.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_text(text)
     readme, gitignore, ini = dest / "README.md", dest / ".gitignore", dest / "pytest.ini"
     if readme.is_file():
         readme.write_text(student_readme(readme.read_text()))
@@ -181,14 +220,16 @@ def export_student(dest: Path, root: Path = REPO_ROOT) -> Path:
                                      if line.strip() != "/results/"))
     if ini.is_file():
         ini.write_text(re.sub(r"^testpaths = .*$", "testpaths = grader", ini.read_text(), flags=re.MULTILINE))
+    if repository:
+        init_release_repository(dest)
     return dest
 
 
 def export(dest: Path, root: Path = REPO_ROOT) -> Path:
     """Write a complete copy of the project with the reference solution in place; returns ``dest``."""
     if not (root / SOLUTION_DIR).is_dir():
-        raise ValueError(f"{root / SOLUTION_DIR} does not exist: this is the student release, which has no reference "
-                         "to export (the course staff's repository has it)")
+        raise ValueError(f"{root / SOLUTION_DIR} does not exist: there is no reference to export here (the course "
+                         "staff's repository has it)")
     dest = _prepare_destination(dest, root)
     for rel in project_files(root):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -210,12 +251,17 @@ def _git(args: list[str], root: Path, env: dict | None = None) -> str:
     return result.stdout.strip()
 
 
-def update_branch(branch: str = "solution", root: Path = REPO_ROOT, message: str | None = None) -> str:
+def update_branch(branch: str = REFERENCE_BRANCH, root: Path = REPO_ROOT, message: str | None = None) -> str:
     """Commit the exported reference tree onto ``branch`` (created if missing); returns the commit id.
 
-    Uses a private index, so the current branch, index and working tree are untouched.
+    Uses a private index, so the current branch, index and working tree are untouched.  Refuses a branch
+    named like a top-level file or folder of the tree (``git log NAME`` would not know which is meant).
     """
     _git(["rev-parse", "--git-dir"], root)
+    clashes = {rel.parts[0] for rel in project_files(root)} | {SOLUTION_DIR}
+    if branch in clashes:
+        raise ValueError(f"branch name {branch!r} is also a top-level name in the project ({branch}/), so "
+                         f"'git log {branch}' would be ambiguous; choose another, e.g. --branch {REFERENCE_BRANCH}")
     with tempfile.TemporaryDirectory() as tmp:
         tree_dir = export(Path(tmp) / "tree", root)
         env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"))
@@ -238,9 +284,12 @@ def update_branch(branch: str = "solution", root: Path = REPO_ROOT, message: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.solution", description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", nargs="?", type=Path, help="write a complete copy of the project with the reference in place")
-    parser.add_argument("--branch", metavar="NAME", help="create or update git branch NAME holding that tree")
+    parser.add_argument("--branch", metavar="NAME", nargs="?", const=REFERENCE_BRANCH,
+                        help=f"create or update git branch NAME (default: {REFERENCE_BRANCH}) holding that tree; "
+                             "a name that is also a folder of the tree is refused")
     parser.add_argument("--release", metavar="DIR", type=Path,
-                        help="write the student release to DIR: no solution/, tests/ or CI, a student README")
+                        help="write the student release to DIR: a git repository with one commit, no solution/, "
+                             "tests/ or CI, the public checks only, a student README")
     parser.add_argument("--write-stubs", action="store_true", help="regenerate the student stubs in hw2/ from solution/")
     parser.add_argument("--check", action="store_true", help="exit 1 if the stubs have drifted from solution/")
     args = parser.parse_args(argv)
@@ -260,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dest:
             print(f"exported the reference solution to {export(args.dest)}")
         if args.release:
-            print(f"wrote the student release to {export_student(args.release)}")
+            release = export_student(args.release)
+            if (release / ".git").is_dir():
+                print(f"wrote the student release to {release}: a git repository with one commit")
+            else:
+                print(f"wrote the student release to {release}; git was not found, so it is not a repository yet: "
+                      "run git init && git add -A && git commit -m 'HW2 student release' there")
         if args.branch:
             print(f"branch {args.branch} -> {update_branch(args.branch)[:12]}")
     except (ValueError, RuntimeError) as exc:

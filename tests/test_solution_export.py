@@ -1,9 +1,13 @@
-"""The reference is one source of truth: stubs are generated from it, exports and the branch hold it."""
+"""The reference is one source of truth: stubs are generated from it, exports and the branch hold it, and the
+student release holds the stubs and the public checks, never the reference or a hidden check."""
 from __future__ import annotations
 
 import ast
 import inspect
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -101,53 +105,222 @@ def test_branch_holds_exactly_the_exported_tree(tmp_path):
     subprocess.run([*env_git, "add", "-A"], cwd=clone, check=True)
     subprocess.run([*env_git, "commit", "-qm", "wip", "--allow-empty"], cwd=clone, check=True)
     head_before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout
-    run = lambda: subprocess.run([sys.executable, "-m", "grader.solution", "--branch", "solution"], cwd=clone,
-                                 capture_output=True, text=True, env={**__import__("os").environ,
+    run = lambda: subprocess.run([sys.executable, "-m", "grader.solution", "--branch"], cwd=clone,
+                                 capture_output=True, text=True, env={**os.environ,
                                  "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
                                  "GIT_COMMITTER_EMAIL": "t@e"})
     first = run()
     assert first.returncode == 0, first.stderr
+    branch = solution.REFERENCE_BRANCH
+    assert branch == "reference-solution" and f"branch {branch} ->" in first.stdout
     exported = solution.export(tmp_path / "export", clone)
-    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", "solution"], cwd=clone, capture_output=True, text=True).stdout.split()
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", branch], cwd=clone, capture_output=True, text=True).stdout.split()
     expected = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
     assert sorted(listed) == expected
-    shown = subprocess.run(["git", "show", "solution:hw2/pruning.py"], cwd=clone, capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "show", f"{branch}:hw2/pruning.py"], cwd=clone, capture_output=True, text=True).stdout
     assert shown == (exported / "hw2" / "pruning.py").read_text() and "raise NotImplementedError" not in shown
+    log = subprocess.run(["git", "log", "--oneline", branch], cwd=clone, capture_output=True, text=True)
+    assert log.returncode == 0 and len(log.stdout.splitlines()) >= 1, log.stderr  # a branch, not a path: unambiguous
     assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout == head_before
     assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""
     again = run()  # unchanged tree: same commit, no new one
     assert again.returncode == 0 and first.stdout == again.stdout
 
 
-def test_student_release_has_the_stubs_and_no_reference(tmp_path):
-    release = solution.export_student(tmp_path / "release")
+def test_branch_named_like_a_folder_is_refused_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "grader.solution", "--branch", "solution"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "ambiguous" in result.stderr and solution.REFERENCE_BRANCH in result.stderr
+    assert subprocess.run(["git", "rev-parse", "--verify", "--quiet", "refs/heads/solution"], cwd=REPO_ROOT).returncode != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The student release: stubs and public checks, nothing staff-only
+# ---------------------------------------------------------------------------------------------
+RANKING = {"argsort", "sort", "msort", "topk", "kthvalue", "quantile", "nanquantile", "argmin", "argmax", "median",
+           "nanmedian"}
+MIN_LINE_CHARS = 20  # shorter lines (`masks = {}`, `return log`) say nothing about how the reference works
+
+
+def normalised(line: str) -> str:
+    """A code line without indentation, trailing comment or repeated spaces."""
+    return re.sub(r"\s+", " ", re.sub(r"\s+#.*$", "", line)).strip()
+
+
+def non_trivial(line: str) -> bool:
+    """A statement that computes something: not a comment, a block header (`if ...:`, `for ...:`) or a short line."""
+    return len(line) >= MIN_LINE_CHARS and not line.startswith("#") and not line.endswith(":")
+
+
+def text_files(folder):
+    return {p: p.read_text(errors="ignore") for p in folder.rglob("*")
+            if p.is_file() and ".git" not in p.relative_to(folder).parts and not p.suffix == ".pt"}
+
+
+def reference_lines() -> set[str]:
+    """Every non-trivial line of the reference's code (its solution blocks), normalised, except lines the
+    provided hw2 modules also hold (students have those already: a training step, a plot's grid)."""
+    lines = SOLUTION_MODULE.read_text().splitlines()
+    code = {normalised(line) for begin, end, _ in solution._blocks(lines) for line in lines[begin + 1:end]}
+    provided = {normalised(line) for p in (REPO_ROOT / "hw2").glob("*.py") if p.name != "pruning.py"
+                for line in p.read_text().splitlines()}
+    return {line for line in code if non_trivial(line)} - provided
+
+
+def graded_tests(folder) -> dict:
+    """name -> {"visibility", "points", "source", "file"} of every @pytest.mark.points test in ``folder/grader``."""
+    tests = {}
+    for path in sorted((folder / "grader").glob("test_*.py")):
+        text = path.read_text()
+        for node in ast.parse(text).body:
+            for decorator in getattr(node, "decorator_list", []):
+                if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("points"):
+                    visibility = next((ast.literal_eval(k.value) for k in decorator.keywords if k.arg == "visibility"),
+                                      "visible")
+                    tests[node.name] = {"visibility": visibility, "points": float(ast.literal_eval(decorator.args[0])),
+                                        "source": ast.get_source_segment(text, node), "file": path.name}
+    return tests
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """The student release, as ``python -m grader.solution --release`` writes it."""
+    dest = tmp_path_factory.mktemp("release") / "hw2-student"
+    result = subprocess.run([sys.executable, "-m", "grader.solution", "--release", str(dest)], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "a git repository with one commit" in result.stdout
+    return dest
+
+
+def test_student_release_has_the_stubs_and_no_line_of_the_reference(release):
     assert not (release / "solution").exists()
     assert (release / "hw2" / "pruning.py").read_bytes() == STUB_MODULE.read_bytes()
-    lines = SOLUTION_MODULE.read_text().splitlines()
-    blocks = ["\n".join(lines[begin + 1:end]) for begin, end, _ in solution._blocks(lines)]
-    released = "\n".join(p.read_text(errors="ignore") for p in release.rglob("*") if p.is_file())
-    assert not [block for block in blocks if block.strip() and block in released], "reference code leaked into the release"
-    code_lines = {line.strip() for block in blocks for line in block.splitlines()
-                  if len(line.strip()) >= 40 and not line.strip().startswith("#")}
-    # Single lines too (a test or tool quoting the reference), in every file but the provided hw2 modules,
-    # which share plain lines with it (the training step, the dense reference line of a plot).
-    provided = [p for p in (release / "hw2").glob("*.py") if p.name != "pruning.py"]
-    released_lines = {line.strip() for p in release.rglob("*") if p.is_file() and p not in provided
-                      for line in p.read_text(errors="ignore").splitlines()}
-    assert len(code_lines) > 50 and not code_lines & released_lines, sorted(code_lines & released_lines)[:5]
+    code = reference_lines()
+    assert len(code) > 150, len(code)
+    leaks = {p.relative_to(release).as_posix(): sorted(code & {normalised(line) for line in text.splitlines()})
+             for p, text in text_files(release).items()}
+    leaks = {path: lines for path, lines in leaks.items() if lines}
+    assert not leaks, f"lines of the reference solution in the release: {json.dumps(leaks, indent=1)[:2000]}"
 
 
-def test_student_release_leaves_out_staff_files_and_has_a_student_readme(tmp_path):
-    release = solution.export_student(tmp_path / "release")
+def test_student_release_grader_holds_the_visible_tests_only_and_ranks_nothing(release):
+    staff, released = graded_tests(REPO_ROOT), graded_tests(release)
+    hidden = {name: test["source"] for name, test in staff.items() if test["visibility"] != "visible"}
+    assert hidden and set(released) == set(staff) - set(hidden)
+    assert all(test["visibility"] == "visible" for test in released.values())
+    files = text_files(release)
+    named = {name: [p.relative_to(release).as_posix() for p, text in files.items() if name in text] for name in hidden}
+    assert not any(named.values()), f"hidden tests named in the release: {named}"
+    # Lines only hidden tests hold (a line a visible test or a shared helper also holds is no secret).
+    staff_text = "\n".join(p.read_text() for p in (REPO_ROOT / "grader").glob("*.py"))
+    for source in hidden.values():
+        staff_text = staff_text.replace(source, "")
+    shared = {normalised(line) for line in staff_text.splitlines()}
+    hidden_lines = {normalised(line) for source in hidden.values() for line in source.splitlines()}
+    hidden_lines = {line for line in hidden_lines if non_trivial(line)} - shared
+    assert len(hidden_lines) > 10
+    found = {p.relative_to(release).as_posix(): sorted(hidden_lines & {normalised(line) for line in text.splitlines()})
+             for p, text in files.items()}
+    assert not any(found.values()), f"hidden checks' code in the release: {[(p, l) for p, l in found.items() if l]}"
+    calls = [(p.name, node) for p in (release / "grader").glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call)]
+    ranking = [(name, ast.unparse(node)[:80]) for name, node in calls
+               if getattr(node.func, "attr", getattr(node.func, "id", None)) in RANKING]
+    assert not ranking, f"the release's grader ranks weights (a reference mask function): {ranking}"
+    staff_tools = {"solution.py", "batch.py", "gradescope.py", "public_checks.py"}
+    assert not staff_tools & {p.name for p in (release / "grader").iterdir()}
+
+
+def test_student_release_leaves_out_staff_files_and_has_a_student_readme(release):
     for staff in solution.STAFF_ONLY:
         assert not (release / staff).exists(), staff
     readme = (release / "README.md").read_text()
+    assert readme.startswith(solution.STUDENT_TITLE + "\n")
     headings = re.findall(r"^## (.*)$", readme, flags=re.MULTILINE)
-    assert headings[0] == "Set-up" and all(h.startswith(solution.STUDENT_SECTIONS) for h in headings[1:])
-    assert "### What to implement, in this order" in readme and "For instructors" not in readme
-    assert "solution" not in re.sub(r"--branch solution|solution branch", "", readme).lower().replace("solutions", "")
+    assert headings[0] == "Set-up" and "What to implement, in this order" in headings
+    assert "For instructors" not in readme and "For students" not in readme
+    top = readme.split("## Set-up")[0]  # what a student reads first
+    for promise in ("hand in", "37 minutes", "GPU", "pretrained/vgg13_cifar10.pt", "included"):
+        assert promise in top, f"the top of the student README does not say {promise!r}"
+    lowered = readme.lower()
+    for staff_word in ("instructor", "engineer", "solution/", "sandbox", "../shared", "tests/", ".ci/", "mutant",
+                       "reference-solution"):
+        assert staff_word not in lowered, staff_word
+    assert not re.search(r"issue \d|issue #", lowered) and not re.search(r"\bCI\b", readme)
+    cited = set(re.findall(r"`([\w.-]+(?:/[\w.*<>-]+)+/?)`", readme))
+    missing = [path for path in cited if not path.startswith(("results/", "data/"))
+               and not any(ch in path for ch in "*<>") and not (release / path).exists()]
+    assert not missing, f"the student README cites files the release lacks: {missing}"
     assert "/results/" not in (release / ".gitignore").read_text().split()  # students hand results/ in
     assert "testpaths = grader" in (release / "pytest.ini").read_text()
-    refused = subprocess.run([sys.executable, "-m", "grader.solution", str(tmp_path / "ref")], cwd=release,
-                             capture_output=True, text=True)
-    assert refused.returncode == 2 and "student release" in refused.stderr and not (tmp_path / "ref").exists()
+
+
+def test_student_release_is_a_git_repository_with_one_commit_and_results_not_ignored(release):
+    git = lambda *args: subprocess.run(["git", *args], cwd=release, capture_output=True, text=True)
+    assert git("rev-list", "--count", "HEAD").stdout.strip() == "1"
+    assert git("status", "--porcelain").stdout == ""
+    tracked = set(git("ls-files").stdout.split())
+    assert "hw2/pruning.py" in tracked and "pretrained/vgg13_cifar10.pt" in tracked and "grader/probes.py" in tracked
+    assert git("check-ignore", "-q", "results/Omp_filter_0.40_acc_88.00.pt").returncode == 1  # not ignored
+
+
+def test_release_commits_without_a_git_identity_and_is_written_without_git(tmp_path, monkeypatch):
+    folder = tmp_path / "no-identity"
+    folder.mkdir()
+    (folder / "README.md").write_text("x\n")
+    for key in [k for k in os.environ if k.startswith("GIT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    commit = solution.init_release_repository(folder)
+    author = subprocess.run(["git", "log", "-1", "--format=%an <%ae>"], cwd=folder, capture_output=True, text=True)
+    assert commit and author.stdout.strip() == "{} <{}>".format(*solution.RELEASE_AUTHOR)
+    bare = tmp_path / "no-git"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))  # no git to be found
+    assert solution.init_release_repository(bare) is None and not (bare / ".git").exists()
+
+
+def test_release_without_git_is_written_and_says_what_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(solution, "init_release_repository", lambda dest: None)  # as when git is missing
+    assert solution.main(["--release", str(tmp_path / "student")]) == 0
+    out = capsys.readouterr().out
+    assert "git was not found" in out and "git init" in out and (tmp_path / "student" / "hw2" / "pruning.py").is_file()
+
+
+def release_with_reference(dest):
+    """A student release with the reference solution dropped in (pruning.py, answers.md, the tuned configs)."""
+    solution.export_student(dest, repository=False)
+    for rel in solution.solution_files():
+        source = REPO_ROOT / solution.SOLUTION_DIR / rel
+        text = solution.reference_source(source.read_text()) if rel.suffix == ".py" else source.read_text()
+        (dest / rel).write_text(text)
+    return dest
+
+
+def grade_release(release, *args, timeout=900) -> tuple[subprocess.CompletedProcess, dict]:
+    results = release.parent / f"{release.name}-results.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "grader/", "-q", "-p", "no:cacheprovider", "--results",
+                          str(results), *args], cwd=release, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run, json.loads(results.read_text())
+
+
+@pytest.mark.slow
+def test_public_checks_fail_every_stub_with_a_message_naming_what_to_do(tmp_path):
+    release = solution.export_student(tmp_path / "student", repository=False)
+    run, results = grade_release(release, "--public", "--dataset", "synthetic")
+    assert run.returncode == 1, run.stdout[-2000:]
+    tests = {t["name"]: t for t in results["tests"]}
+    visible = {name: test for name, test in graded_tests(REPO_ROOT).items() if test["visibility"] == "visible"}
+    assert results["score"] == 0 and set(tests) == set(visible)
+    for name, test in visible.items():
+        output = tests[name]["output"]
+        if tests[name]["max_score"] > 0:
+            assert tests[name]["status"] == "failed" and tests[name]["score"] == 0 and output.strip(), name
+        if test["file"] == "test_functions.py":  # student code: each check names the function to write
+            assert "NotImplementedError" in output and "write it in hw2/pruning.py" in output, (name, output)
+    assert "run_log.json is missing" in tests["test_imp_log_has_at_least_three_iterations"]["output"]
