@@ -28,6 +28,8 @@ from pathlib import Path
 GRADER_ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_FILES = ("pytest.ini", "requirements.txt")  # beside grader/ and hw2/ in a grader bundle
 LOG_TAIL_CHARS = 2000
+ANSWERS_TEST = "test_answers_present_for_manual_grading"  # 0 points: the answers are graded by hand
+ANSWERS_COLUMN = "answers"  # the gradebook shows "answered (N words)" or "empty" instead
 
 
 @dataclass
@@ -37,6 +39,7 @@ class GradeRun:
     results: dict | None
     seconds: float
     log_tail: str = ""
+    answers: str = "empty"  # answers_summary of the submission
 
     @property
     def score(self) -> float:
@@ -96,24 +99,45 @@ def grade_submission(submission: Path, results_path: Path, *, timeout: float = 1
                   else "the grader stopped before writing results (see the log tail)")
         results = {"score": 0.0, "output": f"Not graded: {reason}.\n{tail}", "tests": []}
         results_path.write_text(json.dumps(results, indent=2))
-    return GradeRun(submission.name, status, results, time.perf_counter() - start, tail)
+    return GradeRun(submission.name, status, results, time.perf_counter() - start, tail, answers_summary(submission))
+
+
+def answers_summary(submission: Path) -> str:
+    """``answered (N words)`` (N: the words of the answers in ``hw2/answers.md``, with the questions left
+    unanswered named), or ``empty``.  The answers are graded by hand, so their test's 0 points say nothing."""
+    from grader.conftest import locate_submission  # here: it imports the grading harness
+    from grader.test_answers import QUESTIONS, answer_sections
+
+    try:
+        text = (locate_submission(submission) / "hw2" / "answers.md").read_text(errors="replace")
+    except (OSError, ValueError):
+        return "empty"
+    sections = answer_sections(text)
+    answers = {q: sections.get(q, "") for q in QUESTIONS}
+    answered = {q: a for q, a in answers.items() if a and a.upper() != "TODO"}
+    if not answered:
+        return "empty"
+    words = sum(len(a.split()) for a in answered.values())
+    missing = [q for q in QUESTIONS if q not in answered]
+    return f"answered ({words} words" + (f"; {', '.join(missing)} empty)" if missing else ")")
 
 
 def write_gradebook(runs: list[GradeRun], path: Path) -> None:
-    """One row per submission: total, status, then one column per test (its score)."""
+    """One row per submission: total, status, one column per test (its score) and the answers column
+    (``answers_summary``, in place of the answers test's 0 points)."""
     tests: list[str] = []
     for run in runs:
         for test in run.results.get("tests", []):
-            if test["name"] not in tests:
+            if test["name"] not in tests and test["name"] != ANSWERS_TEST:
                 tests.append(test["name"])
     maximum = max((sum(t.get("max_score", 0) for t in run.results.get("tests", [])) for run in runs), default=0)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["submission", "score", "max_score", "status", "seconds", *tests])
+        writer.writerow(["submission", "score", "max_score", "status", "seconds", *tests, ANSWERS_COLUMN])
         for run in runs:
             scores = {t["name"]: t.get("score", 0) for t in run.results.get("tests", [])}
             writer.writerow([run.submission, run.score, maximum, run.status, round(run.seconds, 1),
-                             *[scores.get(name, "") for name in tests]])
+                             *[scores.get(name, "") for name in tests], run.answers])
 
 
 def main(argv: list[str] | None = None) -> int:
