@@ -7,7 +7,9 @@ repository: ``hw2/`` and ``results/``).  Each is graded by its own
 ``pytest grader/`` process, with its own fresh copy of the grader (so a
 submission that writes over grader files spoils nothing but its own run) and
 its own time limit.  A submission that crashes or hangs the grader gets a row
-saying so; the batch goes on.  Per-submission results.json files go to --out.
+saying so; the batch goes on.  Per-submission results.json files go to --out;
+pairs of submissions that share code, ratios or masks go to ``similarity.csv``
+beside the gradebook, for the staff (see ``grader/similarity.py``).
 """
 from __future__ import annotations
 
@@ -25,8 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.similarity import find_similar, write_similarity
+
 GRADER_ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_FILES = ("pytest.ini", "requirements.txt")  # beside grader/ and hw2/ in a grader bundle
+PRETRAINED = Path("pretrained") / "vgg13_cifar10.pt"  # the dense model, in the bundle too
 LOG_TAIL_CHARS = 2000
 ANSWERS_TEST = "test_answers_present_for_manual_grading"  # 0 points: the answers are graded by hand
 ANSWERS_COLUMN = "answers"  # the gradebook shows "answered (N words)" or "empty" instead
@@ -47,7 +52,8 @@ class GradeRun:
 
 
 def write_bundle(dest: Path, root: Path = GRADER_ROOT) -> Path:
-    """Copy what grading needs (grader/, the provided hw2/ files, pytest.ini, requirements.txt) into ``dest``."""
+    """Copy what grading needs (grader/, the provided hw2/ files, pytest.ini, requirements.txt, the pretrained model)
+    into ``dest``."""
     dest = Path(dest)
     for folder in ("grader", "hw2"):
         (dest / folder).mkdir(parents=True, exist_ok=True)
@@ -57,6 +63,11 @@ def write_bundle(dest: Path, root: Path = GRADER_ROOT) -> Path:
     for name in BUNDLE_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, dest / name)
+    pretrained = root / PRETRAINED
+    if pretrained.is_file():  # the masks of the handed-in models are recomputed from it (a link: it is 38 MB)
+        (dest / PRETRAINED).parent.mkdir(parents=True, exist_ok=True)
+        (dest / PRETRAINED).unlink(missing_ok=True)
+        (dest / PRETRAINED).symlink_to(pretrained.resolve())
     return dest
 
 
@@ -170,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(grade, submissions))
     write_gradebook(runs, args.csv)
+    similarity = args.csv.with_name("similarity.csv")
+    pairs = find_similar(submissions)
+    write_similarity(pairs, similarity)
     print(f"graded {len(runs)} submissions ({sum(r.status != 'graded' for r in runs)} not graded); "
-          f"gradebook {args.csv}, results in {out}/")
+          f"gradebook {args.csv}, results in {out}/; {len(pairs)} similar pairs for the staff in {similarity}")
     return 0
 
 

@@ -102,3 +102,34 @@ def is_png(path) -> bool:
             return image.size[0] > 0 and image.size[1] > 0
     except Exception:  # noqa: BLE001 - missing, unreadable or corrupt: not a valid PNG
         return False
+
+
+def boundary_ties(score: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    """Elements tied at the pruning threshold (the largest pruned or smallest kept score, shared by more than one
+    element): pruning either of them is equally right, so a model that chose the other one still agrees."""
+    ties = torch.zeros_like(pruned)
+    candidates = ([score[pruned].max()] if pruned.any() else []) + ([score[~pruned].min()] if (~pruned).any() else [])
+    for value in candidates:
+        same = score == value
+        if int(same.sum()) > 1:
+            ties |= same
+    return ties
+
+
+def mask_disagreement(kind: str, dense: torch.Tensor, model_weight: torch.Tensor, keep: torch.Tensor,
+                      exact: bool) -> tuple[int, int]:
+    """(pruned but not zero, kept but zero) between a model's weight and the keep-mask recomputed from ``dense``.
+
+    ``kind`` "unstructured" compares weights (``keep`` has the weight's shape, scores are magnitudes);
+    "filter" compares whole filters (``keep`` has one entry per output filter, scores are L2 norms).
+    ``exact=False`` (IMP's first round) allows more zeros than the mask has.  Ties at the threshold are not counted.
+    """
+    if kind == "filter":
+        score, zero = dense.flatten(1).norm(dim=1), (model_weight.flatten(1) == 0).all(dim=1)
+    else:
+        score, zero = dense.abs(), model_weight == 0
+    pruned = ~keep
+    ties = boundary_ties(score, pruned)
+    pruned_but_live = int((~zero & pruned & ~ties).sum())
+    kept_but_zero = int((zero & keep & ~ties).sum()) if exact else 0
+    return pruned_but_live, kept_but_zero

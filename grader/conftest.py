@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from grader.checks import Credit, GradeFailure
-from grader.sandbox import GRADER_ROOT, MEMORY_LIMIT_BYTES, ProbeResult, ProbeServer
+from grader.sandbox import (GRADER_ROOT, MEMORY_LIMIT_BYTES, SANDBOX_USER, ProbeResult, ProbeServer, become_subreaper,
+                            child_pids, kill_descendants, python_paths, sandbox_identity, unreadable_for)
 
 STUDENT_FILES = ("pruning.py", "answers.md")  # in hw2/: the student's; every other hw2 file is the grader's copy
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
@@ -60,6 +61,9 @@ def pytest_addoption(parser):
     group.addoption("--memory-limit", type=float, default=MEMORY_LIMIT_BYTES / 2**30,
                     help="gigabytes each student call may allocate (default: %(default)s)")
     group.addoption("--public", action="store_true", help="run only the visible tests")
+    group.addoption("--sandbox-user", default=SANDBOX_USER,
+                    help="when grading as root (as on Gradescope), run student code as this unprivileged user "
+                         "(default: %(default)s)")
 
 
 def pytest_configure(config):
@@ -164,6 +168,7 @@ class GradePlugin:
         server = getattr(session.config, "_hw2_server", None)
         if server is not None:
             server.close()  # every child is gone before results.json is written
+            kill_descendants(keep=session.config._hw2_own_children)  # and whatever they left behind
         path = session.config.getoption("--results")
         if path is not None:
             write_results(Path(path), self.results_json())
@@ -241,8 +246,24 @@ def data_dir(pytestconfig, submission) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hw2-grading")
+def sandbox_user(pytestconfig) -> tuple[int, int] | None:
+    """(uid, gid) to run student code as when grading as root; None when not root (nothing to drop)."""
+    try:
+        return sandbox_identity(pytestconfig.getoption("--sandbox-user"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory, sandbox_user) -> Path:
+    if sandbox_user is None:
+        yield tmp_path_factory.mktemp("hw2-grading")
+        return
+    # pytest's own temporary folders are private to root: this one the sandbox user may enter, not list or write
+    path = Path(tempfile.mkdtemp(prefix="hw2-grading-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -256,15 +277,39 @@ def workspace(submission, scratch) -> Path:
     for trusted in sorted((GRADER_ROOT / "hw2").glob("*.py")):
         if trusted.name not in STUDENT_FILES:
             shutil.copy2(trusted, package / trusted.name)
+    for path in (package.parent, package, *package.iterdir()):  # readable by the sandbox user, writable by no one else
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return package.parent
 
 
 @pytest.fixture(scope="session")
-def probe(pytestconfig, workspace, scratch):
+def identity(pytestconfig, sandbox_user, workspace) -> tuple[int, int] | None:
+    """The sandbox user, once it is known to be able to read the student's code and this Python's libraries."""
+    if sandbox_user is None:
+        return None
+    unreadable = unreadable_for(sandbox_user, [str(workspace / "hw2" / "pruning.py"), *python_paths()])
+    if unreadable:
+        user = pytestconfig.getoption("--sandbox-user")
+        message = (f"warning: student code runs as root, not as {user!r}, who cannot read {unreadable[0]} "
+                   f"(install Python and the grader where every user can read them, as on Gradescope)")
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(message, yellow=True)
+        return None
+    return sandbox_user
+
+
+@pytest.fixture(scope="session")
+def probe(pytestconfig, workspace, scratch, identity):
     """``probe(name, timeout, **kwargs) -> ProbeResult``: run grader.probes.<name> in the sandbox (results cached)."""
     child_dir = scratch / "children"
     child_dir.mkdir()
-    server = ProbeServer(workspace, child_dir, memory_limit=int(pytestconfig.getoption("--memory-limit") * 2**30))
+    child_dir.chmod(0o711)
+    # Orphans of the server's children come back to this process, to be killed before results.json is written.
+    pytestconfig._hw2_own_children = set(child_pids(os.getpid()))
+    become_subreaper()
+    server = ProbeServer(workspace, child_dir, memory_limit=int(pytestconfig.getoption("--memory-limit") * 2**30),
+                         identity=identity)
     pytestconfig._hw2_server = server
     override = pytestconfig.getoption("--time-limit")
     cache: dict = {}
@@ -289,8 +334,11 @@ def credit() -> Credit:
 
 
 @pytest.fixture
-def probe_dir(scratch, request) -> str:
+def probe_dir(scratch, identity, request) -> str:
     """A fresh folder a probe may write into (YAML files, figures)."""
     path = scratch / "files" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
+    if identity is not None:
+        (scratch / "files").chmod(0o711)
+        os.chown(path, *identity)
     return str(path)

@@ -6,7 +6,8 @@ The zip holds ``setup.sh`` (installs the requirements into a venv and fetches
 the CIFAR-10 test set, so accuracies are re-measured rather than skipped),
 ``run_autograder`` (grades ``/autograder/submission`` and writes
 ``/autograder/results/results.json``) and the grader bundle: ``grader/``, the
-provided ``hw2/`` files, ``pytest.ini`` and ``requirements.txt``.  Gradescope
+provided ``hw2/`` files, ``pytest.ini``, ``requirements.txt`` and
+``pretrained/vgg13_cifar10.pt`` (the masks of the handed-in models are recomputed from it).  Gradescope
 runs every submission in its own container; that is how grading scales to a class.
 Students submit their repository including ``results/`` (the output of
 ``python hw2/main.py --method all``).

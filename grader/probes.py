@@ -403,6 +403,35 @@ def plot_sparsity(workdir: str) -> dict:
     return result
 
 
+def recompute_masks(pretrained: str, sparsity_type: str, ratios: dict) -> dict:
+    """What the student's own unstructured_prune / filter_prune keep of the pretrained weights, per layer.
+
+    For unstructured: the mask as bools of the weight's shape; for filter: one bool per
+    output filter.  The grader compares these with the zeros of the handed-in models.
+    """
+    from hw2 import pruning
+    from hw2.checkpoint import load_checkpoint
+
+    state_dict, _ = load_checkpoint(Path(pretrained))
+    function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
+    masks = {}
+    for name, ratio in ratios.items():
+        weight = state_dict[name].float()
+        result = call(function, weight.clone(), float(ratio))
+        if "value" not in result:
+            masks[name] = result
+            continue
+        mask = result["value"]
+        try:
+            keep = torch.as_tensor(mask).ne(0).expand_as(weight)
+        except (RuntimeError, TypeError, ValueError):
+            masks[name] = {"raised": "ValueError", "message": f"returned a mask of shape {tuple(getattr(mask, 'shape', ()))} "
+                                                               f"for a weight of shape {tuple(weight.shape)}"}
+            continue
+        masks[name] = {"keep": keep.clone() if sparsity_type == "unstructured" else keep.flatten(1).any(1)}
+    return masks
+
+
 def import_pruning() -> dict:
     """Import the student's module once: a module that hangs or fails at import fails every code test at once."""
     from hw2 import pruning
@@ -422,4 +451,5 @@ PROBES = {
     "compact": compact,
     "plot_mask": plot_mask,
     "plot_sparsity": plot_sparsity,
+    "recompute_masks": recompute_masks,
 }

@@ -25,7 +25,15 @@ What a child may do, and what the grader then reports:
                                      with the limit named, instead of the machine running out of memory;
 * write over grader files         -> the probes are in the server's memory (a restarted server gets
                                      the sources read at the start), and the grader writes
-                                     results.json only after every child is gone.
+                                     results.json only after every child is gone;
+* leave processes behind          -> the server and the grader are child subreapers (Linux): a grandchild
+  (fork, setsid, double fork)        that left its session is re-parented to them, not to init, and every
+                                     descendant is killed after each call and again before results.json
+                                     is written;
+* run as root (as on Gradescope)  -> each child drops to an unprivileged user (``nobody``) before any
+                                     student code runs: it cannot write the grader's files or the
+                                     results folder, nor signal the grader, and has at most
+                                     ``PROCESS_LIMIT`` processes.
 """
 from __future__ import annotations
 
@@ -45,6 +53,9 @@ OUTPUT_LIMIT_BYTES = 32 * 2**20  # per child: stdout + stderr + anything else it
 MEMORY_LIMIT_BYTES = 4 * 2**30  # per child, beyond what the server (torch imported) already holds
 TAIL_CHARS = 1500  # of the child's output, shown in a failure message
 SERVER_START_SECONDS = 120  # importing torch on a loaded CI machine
+SANDBOX_USER = "nobody"  # who student code runs as when the grader runs as root
+PROCESS_LIMIT = 256  # processes (and threads) the sandbox user may have when the grader runs as root
+PR_SET_CHILD_SUBREAPER = 36  # prctl option (linux/prctl.h)
 
 
 SERVER_MODULES = (("grader", "grader/__init__.py"), ("grader.sandbox", "grader/sandbox.py"),
@@ -105,10 +116,12 @@ class ProbeResult:
 class ProbeServer:
     """One long-lived server process; ``run`` sends it one probe at a time."""
 
-    def __init__(self, workspace: Path, scratch: Path, memory_limit: int = MEMORY_LIMIT_BYTES):
+    def __init__(self, workspace: Path, scratch: Path, memory_limit: int = MEMORY_LIMIT_BYTES,
+                 identity: tuple[int, int] | None = None):
         self.workspace = Path(workspace)
         self.scratch = Path(scratch)
         self.memory_limit = int(memory_limit)
+        self.identity = identity  # (uid, gid) the children drop to, or None to keep this process's
         self.process: subprocess.Popen | None = None
         self.counter = 0
         # Read now, before any student code runs: a server restarted later (after a child killed it)
@@ -147,7 +160,7 @@ class ProbeServer:
         log = self.scratch / f"probe_{self.counter}_{probe}.log"
         request = {"probe": probe, "kwargs": kwargs, "timeout": timeout, "out": str(out), "log": str(log),
                    "workspace": str(self.workspace), "scratch": str(self.scratch / f"cwd_{self.counter}"),
-                   "memory_limit": self.memory_limit}
+                   "memory_limit": self.memory_limit, "identity": self.identity}
         start = time.perf_counter()
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -199,6 +212,130 @@ def memory_hint(error: str, limit: int | None) -> str:
             "a copy made in a loop or a tensor far larger than its input)")
 
 
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children instead of init's (Linux ``prctl``).
+
+    A grandchild that calls ``setsid()`` after its parent exits leaves the process
+    group the grader kills, but not the process tree: it comes back to the nearest
+    subreaper.  Returns False where the system has no such thing (then only the
+    process-group kill applies).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (read from ``/proc``; empty where there is none)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    pids = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if len(fields) > 1 and int(fields[1]) == parent:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_descendants(keep: frozenset[int] | set[int] = frozenset(), rounds: int = 1000) -> int:
+    """SIGKILL and reap every child of this process except ``keep``, until none is left; returns how many.
+
+    In a subreaper the children of a killed child come back to it, so repeating
+    until no child is left kills the whole tree, however it forked or whatever
+    session it moved to.
+    """
+    killed = 0
+    for _ in range(rounds):
+        pids = [pid for pid in child_pids(os.getpid()) if pid not in keep]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+                killed += 1
+            except ChildProcessError:  # already reaped (or not ours after all)
+                pass
+    return killed
+
+
+def sandbox_identity(user: str | None) -> tuple[int, int] | None:
+    """The (uid, gid) student code runs as: ``user``'s when this process is root, else None (no change)."""
+    if not user or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"the sandbox user {user!r} does not exist on this machine: create it, or pass "
+                         "--sandbox-user with an unprivileged user that does") from None
+    return None if entry.pw_uid == 0 else (entry.pw_uid, entry.pw_gid)
+
+
+def python_paths() -> list[str]:
+    """Files the sandbox user must be able to read for student code to run: Python's and the libraries' own."""
+    import importlib.util
+
+    paths = [os.__file__, sys.executable]
+    for module in ("torch", "numpy", "yaml", "matplotlib"):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            paths.append(spec.origin)
+    return paths
+
+
+def drop_privileges(identity: tuple[int, int]) -> None:
+    """Become ``identity`` for good (groups, gid, then uid), with at most ``PROCESS_LIMIT`` processes."""
+    import resource
+
+    uid, gid = identity
+    resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_LIMIT, PROCESS_LIMIT))
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def unreadable_for(identity: tuple[int, int], paths: list[str]) -> list[str]:
+    """The ``paths`` that the user ``identity`` cannot read, checked in a forked child that drops to it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # only os calls here: safe in a child of a process that runs threads
+        code = 1
+        try:
+            os.close(read_end)
+            drop_privileges(identity)
+            os.write(write_end, json.dumps([p for p in paths if not os.access(p, os.R_OK)]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return list(paths)  # could not even drop to it
+    return json.loads(b"".join(chunks))
+
+
 def _data_bytes() -> int:
     """This process's data segment and private mappings (``VmData``), what ``RLIMIT_DATA`` counts."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -247,9 +384,14 @@ def _child(request: dict) -> None:
     code = 0
     try:
         os.setsid()
-        Path(request["scratch"]).mkdir(parents=True, exist_ok=True)
-        os.chdir(request["scratch"])
+        cwd = Path(request["scratch"])
+        cwd.mkdir(parents=True, exist_ok=True)
+        identity = request.get("identity")
+        if identity:
+            os.chown(cwd, *identity)  # the one folder the student's code may write in
+        os.chdir(cwd)
         log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = open(request["out"], "wb")  # opened now: the folder is the grader's, not writable after the drop
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
@@ -260,6 +402,9 @@ def _child(request: dict) -> None:
         memory = _data_bytes() + int(request["memory_limit"])
         resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; past the limit the child is stopped
+        if identity:
+            drop_privileges(tuple(identity))
+            os.environ.update(HOME=str(cwd), MPLCONFIGDIR=str(cwd / ".matplotlib"))
         sys.stdin = open(os.devnull)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
@@ -273,7 +418,6 @@ def _child(request: dict) -> None:
         probes.MEMORY_LIMIT = int(request["memory_limit"])
         torch.set_num_threads(1)
         torch.manual_seed(0)
-        out = request["out"]
         try:
             value = probes.PROBES[request["probe"]](**request["kwargs"])
             payload = {"status": "ok", "value": value}
@@ -287,7 +431,10 @@ def _child(request: dict) -> None:
         try:
             torch.save(payload, out)
         except Exception as exc:  # a value that is not plain data is a grader bug: say so
+            out.seek(0)
+            out.truncate()
             torch.save({"status": "raised", "error": f"grader could not save the probe result: {exc}"}, out)
+        out.close()
         sys.stdout.flush()
     except BaseException:  # noqa: BLE001
         code = 70
@@ -299,6 +446,7 @@ def serve() -> None:
 
     from grader import probes  # noqa: F401 - in memory before any student code can touch the files
 
+    become_subreaper()  # whatever a child leaves running comes back here, to be killed after its call
     protocol = sys.stdout
     protocol.write(json.dumps({"ready": True}) + "\n")
     protocol.flush()
@@ -330,6 +478,7 @@ def serve() -> None:
             os.killpg(pid, signal.SIGKILL)  # anything the child left running in its group
         except (ProcessLookupError, PermissionError):
             pass
+        kill_descendants()  # and anything that left the group: the server has no other children
         reply = {"timed_out": timed_out,
                  "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                  "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}

@@ -12,15 +12,20 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from grader.batch import grade_submission
 from grader.checks import Credit, count_in_range, expected_parameters, is_png
+from grader.sandbox import SANDBOX_USER, python_paths, sandbox_identity, unreadable_for
 from tests.mutants import (GRADE_ARGS, MUTANTS, REPO_ROOT, Mutant, mutant_submission, mutate, reference_submission,
                            session_dir, stub_submission)
 
@@ -34,7 +39,15 @@ def graded_tests(module: str) -> list[str]:
     return re.findall(r"^def (test_\w+)\(", (REPO_ROOT / "grader" / f"{module}.py").read_text(), flags=re.MULTILINE)
 
 
-ALL_TESTS = graded_tests("test_functions") + graded_tests("test_artifacts") + graded_tests("test_answers")
+def _drops_privileges() -> bool:
+    """Whether gradings here run student code as the sandbox user (root, and Python readable by that user)."""
+    identity = sandbox_identity(SANDBOX_USER)
+    return identity is not None and not unreadable_for(identity, python_paths())
+
+
+DROPS_PRIVILEGES = _drops_privileges()
+ALL_TESTS = (graded_tests("test_functions") + graded_tests("test_artifacts") + graded_tests("test_answers")
+             + graded_tests("test_provenance"))
 
 
 def by_name(results: dict) -> dict:
@@ -125,13 +138,89 @@ def test_run_autograder_grades_a_submission_in_the_gradescope_layout(tmp_path):
     (root / "venv" / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (root / "venv" / "bin" / "python").chmod(0o755)
     shutil.copytree(reference_submission(), root / "submission", ignore=shutil.ignore_patterns("solution", ".git"))
-    graded = subprocess.run(["bash", str(root / "source" / "run_autograder")], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=900, env=dict(os.environ, AUTOGRADER_ROOT=str(root)))
-    assert graded.returncode == 0, graded.stdout[-3000:]
-    results = json.loads((root / "results" / "results.json").read_text())
-    assert_gradescope_schema(results)
-    assert set(by_name(results)) == set(ALL_TESTS)
-    assert results["score"] == pytest.approx(sum(t["max_score"] for t in results["tests"]))
+    # The reference, plus an escape: every call of unstructured_prune writes a fake results.json straight into the
+    # results folder and leaves a grandchild in its own session that rewrites it for 20 s after grading.
+    pruning = root / "submission" / "hw2" / "pruning.py"
+    pruning.write_text(pruning.read_text() + ESCAPING_FUNCTIONS)
+    pid_dir = Path(tempfile.mkdtemp(prefix="hw2-escape-"))
+    pid_dir.chmod(0o777)  # the escaper may run as the unprivileged sandbox user
+    try:
+        graded = subprocess.run(["bash", str(root / "source" / "run_autograder")], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=900, env=dict(os.environ, AUTOGRADER_ROOT=str(root),
+                                                                 HW2_ESCAPE_PIDS=str(pid_dir)))
+        assert graded.returncode == 0, graded.stdout[-3000:]
+        escapers = [int(p.name) for p in pid_dir.iterdir()]
+        time.sleep(2)  # an escaper that survived would rewrite results.json meanwhile
+        results = json.loads((root / "results" / "results.json").read_text())
+        assert_gradescope_schema(results)
+        assert set(by_name(results)) == set(ALL_TESTS)
+        assert results["score"] == pytest.approx(sum(t["max_score"] for t in results["tests"]))
+        assert escapers, "the escape never ran: the test proves nothing"
+        assert not [pid for pid in escapers if _alive(pid)], "processes a student call started outlived the grading"
+    finally:
+        for pid in [int(p.name) for p in pid_dir.iterdir()]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(pid_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+ESCAPING_FUNCTIONS = '''
+
+# --- the reference, plus an escape from the sandbox on every call of unstructured_prune ---
+import json as _json
+import os as _os
+import time as _time
+from pathlib import Path as _Path
+
+_reference_unstructured_prune = unstructured_prune
+_FAKE = _json.dumps({"score": 12345, "output": "escaped", "tests": []})
+
+
+def _results_paths():
+    paths, pid = [], _os.getpid()
+    for _ in range(8):
+        try:
+            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+        except (OSError, ValueError, IndexError):
+            break
+        if b"--results" in args:
+            paths.append(args[args.index(b"--results") + 1].decode())
+    return paths
+
+
+def _write_fake(paths):
+    for path in paths:
+        try:
+            _Path(path).write_text(_FAKE)
+        except OSError:
+            pass
+
+
+def unstructured_prune(tensor, sparsity):
+    paths = _results_paths()
+    _write_fake(paths)
+    if _os.fork() == 0:
+        _os.setsid()
+        if _os.fork() == 0:
+            try:
+                _Path(_os.environ["HW2_ESCAPE_PIDS"], str(_os.getpid())).write_text("")
+            except (OSError, KeyError):
+                pass
+            for _ in range(400):
+                _write_fake(paths)
+                _time.sleep(0.05)
+        _os._exit(0)
+    _os.wait()
+    return _reference_unstructured_prune(tensor, sparsity)
+'''
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +312,20 @@ import time as _time
 from pathlib import Path as _Path
 
 
+def _results_paths():
+    """The --results paths on this process's ancestors' command lines."""
+    paths, pid = [], _os.getpid()
+    for _ in range(8):
+        try:
+            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+        except (OSError, ValueError, IndexError):
+            break
+        if b"--results" in args:
+            paths.append(args[args.index(b"--results") + 1].decode())
+    return paths
+
+
 def unstructured_prune(tensor, sparsity):
     while True:  # never returns
         _time.sleep(0.01)
@@ -245,24 +348,23 @@ def test_sparsity(model, sparsity_type="unstructured"):
 def read_prune_ratios_from_yaml(file_name, model):
     import grader
 
-    for target in _Path(grader.__file__).parent.glob("*.py"):  # write over the grader
-        target.write_text("raise SystemExit('tampered')\\n")
-    pid = _os.getpid()
-    for _ in range(5):  # write over the results path, found on an ancestor's command line
+    for target in _Path(grader.__file__).parent.glob("*.py"):  # write over the grader (refused when run as root)
         try:
-            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
-        except (OSError, ValueError, IndexError):
-            break
-        if b"--results" in args:
-            _Path(args[args.index(b"--results") + 1].decode()).write_text("not json")
+            target.write_text("raise SystemExit('tampered')\\n")
+        except OSError:
+            pass
+    for target in _results_paths():  # write over the results path, found on an ancestor's command line
+        try:
+            _Path(target).write_text("not json")
+        except OSError:
+            pass
     return {}
 
 
 def masked_retrain(*args, **kwargs):
     import signal
 
-    _os.kill(_os.getppid(), signal.SIGKILL)  # kill the process that started it
+    _os.kill(_os.getppid(), signal.SIGKILL)  # kill the process that started it (PermissionError when dropped to nobody)
 
 
 def plot_mask(weight, out_path, title=""):
@@ -301,7 +403,7 @@ def test_misbehaving_submission_gets_complete_results_with_reasons():
         "test_filter_prune_removes_whole_filters_in_right_number": "sys.exit",
         "test_apply_pruning_masks_each_layer_to_its_own_ratio": "exit code 0",
         "test_sparsity_report_counts_conv_and_linear_weights_only": "wrote more than",
-        "test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest": "killed",
+        "test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest": "killed" if not DROPS_PRIVILEGES else "PermissionError",
         "test_plot_mask_image_is_one_row_per_filter": "RuntimeError: boom",
         "test_prune_channels_gives_smaller_model_with_same_outputs": "MemoryError: (the grader lets each call allocate 1.0 GB",
         "test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files": "returned normally",
@@ -321,17 +423,22 @@ def test_batch_grades_every_submission_into_a_gradebook(tmp_path):
     shutil.copytree(stub_submission() / "hw2", submissions / "bob" / "hw2")
     shutil.copytree(reference_submission() / "hw2", submissions / "carol" / "hw2")
     (submissions / "carol" / "hw2" / "pruning.py").write_text("def read_prune_ratios_from_yaml(:\n")  # a syntax error
+    shutil.copytree(reference_submission() / "hw2", submissions / "david" / "hw2")
     run = subprocess.run([sys.executable, "-m", "grader.batch", str(submissions), "--jobs", "2", "--csv",
                           str(tmp_path / "grades.csv"), "--", *GRADE_ARGS, "-k", "read_prune_ratios or plot_sparsity"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     with open(tmp_path / "grades.csv") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
-    assert set(rows) == {"alice", "bob", "carol"}
+    assert set(rows) == {"alice", "bob", "carol", "david"}
     assert all(row["status"] == "graded" for row in rows.values())
     assert float(rows["alice"]["score"]) == 8 and float(rows["bob"]["score"]) == 0 and float(rows["carol"]["score"]) == 0
     carol = json.loads((tmp_path / "grades_results" / "carol.json").read_text())
     assert all("SyntaxError" in t["output"] for t in carol["tests"])
+    with open(tmp_path / "similarity.csv") as f:  # alice and david hand in the same code; bob the stub
+        pairs = {(row["submission_a"], row["submission_b"], row["what"]) for row in csv.DictReader(f)}
+    assert ("alice", "david", "hw2/pruning.py") in pairs
+    assert not [p for p in pairs if "bob" in p[:2]]
 
 
 @pytest.mark.slow

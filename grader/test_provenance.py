@@ -1,0 +1,98 @@
+"""Whether the handed-in models came from this submission's own pipeline (0 points: a note for the staff).
+
+OMP's masks are fixed by the pretrained weights, the ratios and the pruning
+functions: the grader recomputes them with the submission's own
+``unstructured_prune`` / ``filter_prune`` (in the sandbox) on
+``pretrained/vgg13_cifar10.pt`` with the ratios in the model's metadata, and the
+zeros of the handed-in OMP model must be exactly those.  IMP keeps pruned weights
+pruned, so everything its first round prunes (recomputed the same way from that
+round's ratios) must still be zero.  Ties in magnitude (or filter norm) at the
+pruning threshold may go either way.  A mismatch is reported, not penalised:
+a model from an earlier version of the code, or from another starting model, fails
+it too, and the staff decide what it means.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grader.checks import mask_disagreement
+from grader.sandbox import GRADER_ROOT
+from grader.test_artifacts import kind_of, loaded_models, model_files, run_log  # noqa: F401 - fixtures used here
+
+PRETRAINED = GRADER_ROOT / "pretrained" / "vgg13_cifar10.pt"
+SHORT_SECONDS = 120  # loading the pretrained weights and pruning every layer once
+
+
+def round_one_ratios(label: str, metadata: dict) -> dict | str:
+    """The ratios the model's first pruning round used (OMP has one round), or why they cannot be read."""
+    steps = metadata.get("steps")
+    ratios = steps[0].get("ratios") if isinstance(steps, list) and steps and isinstance(steps[0], dict) else None
+    if ratios is None and label.startswith("Omp"):
+        ratios = metadata.get("ratios")
+    if not isinstance(ratios, dict) or not ratios:
+        return f"{label}: its metadata holds no ratios for the first pruning round (run main.py to write the model)"
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and 0 <= v < 1 for k, v in ratios.items()):
+        return f"{label}: the first round's ratios in its metadata are not layer names with numbers in [0, 1)"
+    return {k: float(v) for k, v in ratios.items()}
+
+
+def disagreement(label: str, kind: str, name: str, ratio: float, dense: torch.Tensor, model_weight: torch.Tensor,
+                 keep: torch.Tensor) -> str | None:
+    """None when the model's zeros agree with the recomputed mask; else what disagrees, in one sentence."""
+    exact = label.startswith("Omp")  # IMP's later rounds prune more than its first
+    pruned_but_live, kept_but_zero = mask_disagreement(kind, dense, model_weight, keep, exact)
+    if not pruned_but_live and not kept_but_zero:
+        return None
+    unit = "filters" if kind == "filter" else "weights"
+    function = "filter_prune" if kind == "filter" else "unstructured_prune"
+    parts = [f"{pruned_but_live} {unit} that your {function} prunes are not zero"] if pruned_but_live else []
+    parts += [f"{kept_but_zero} {unit} it keeps are zero"] if kept_but_zero else []
+    return (f"{label}, {name}: {' and '.join(parts)} (your {function} on the pretrained weights with ratio {ratio:g}"
+            f"{'' if exact else ', the first IMP round'})")
+
+
+@pytest.mark.points(0)
+def test_model_zeros_are_what_your_pruning_functions_choose(loaded_models, run_log, probe, credit):  # noqa: F811
+    if not PRETRAINED.is_file():
+        pytest.skip("the grader has no pretrained/vgg13_cifar10.pt to recompute the masks from")
+    if "error" in run_log:
+        credit.fail(run_log["error"])
+    origin = str(run_log.get("dense_origin", ""))
+    if not (origin.startswith("loaded ") and origin.endswith("vgg13_cifar10.pt")):
+        pytest.skip(f"run_log.json says the dense model was {origin or 'not recorded'!r}, not the pretrained "
+                    "vgg13_cifar10.pt: the masks cannot be recomputed")
+    from hw2.checkpoint import load_checkpoint
+
+    pretrained, _ = load_checkpoint(PRETRAINED)
+    for label, entry in loaded_models.items():
+        if "error" in entry:
+            credit.check(False, f"{label}: cannot be checked: {entry['error']}")
+            continue
+        kind = kind_of(label)
+        ratios = round_one_ratios(label, entry["metadata"])
+        if isinstance(ratios, str):
+            credit.check(False, ratios)
+            continue
+        unknown = sorted(set(ratios) - set(pretrained))
+        if unknown:
+            credit.check(False, f"{label}: the ratios in its metadata name layers VGG13 does not have: {', '.join(unknown)}")
+            continue
+        result = probe("recompute_masks", SHORT_SECONDS, pretrained=str(PRETRAINED), sparsity_type=kind, ratios=ratios)
+        if not result.ok:
+            credit.check(False, f"{label}: {result.explain('recomputing the masks with your pruning functions')}")
+            continue
+        state = entry["model"].state_dict()
+        for name, ratio in ratios.items():
+            answer = result.value.get(name, {})
+            if "keep" not in answer:
+                credit.check(False, f"{label}, {name}: your pruning function raised {answer.get('raised', 'an error')}: "
+                                    f"{answer.get('message', '')}".rstrip(": "))
+                continue
+            problem = disagreement(label, kind, name, ratio, pretrained[name].float(), state[name], answer["keep"])
+            credit.check(problem is None, problem or "")
+    if credit.fraction < 1:
+        credit.note("The model files should be the pretrained VGG13 pruned by your own functions with the ratios in "
+                    "their metadata. A model from an earlier version of your code or from another starting model "
+                    "differs: rerun python hw2/main.py --method all. This check is worth no points; the staff read it.")
+    credit.verify()
