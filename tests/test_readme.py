@@ -1,13 +1,18 @@
 """Every command README.md shows is run by a test or by .ci/run: a new command needs a new entry here."""
 from __future__ import annotations
 
+import ast
+import os
 import re
 import subprocess
 import sys
 
+import nbformat
 import pytest
 
+from grader import solution
 from grader.solution import REPO_ROOT
+from tests.test_solution_export import grade_release, graded_tests, release_with_reference
 
 README = REPO_ROOT / "README.md"
 CI = REPO_ROOT / ".ci" / "run"
@@ -15,12 +20,15 @@ CI = REPO_ROOT / ".ci" / "run"
 # README command (prefix, after collapsing spaces) -> where it runs: ".ci/run" or "tests/FILE.py::TEST".
 COVERAGE = [
     ("python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && python -m pytest", ".ci/run"),
+    ("python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt", ".ci/run"),
+    ("jupyter nbconvert --to notebook --execute hw2/walkthrough.ipynb", "tests/test_readme.py::test_walkthrough_runs_headless_with_nbconvert"),
     ("bash run_reference.sh", ".ci/run"),
     ("cd hw2", "shell"),
     ("python main.py --method imp --type filter", "tests/test_main_cli.py::test_runs_from_inside_hw2_too_and_replaces_its_older_model_file"),
     ("python main.py --method all", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
     ("python hw2/main.py --method all --dataset synthetic", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
     ("pytest grader/ --public", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
+    ("pytest grader/ --dataset", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
     ("pytest grader/ --time-limit", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
     ("pytest grader/ --memory-limit", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
     ("pytest grader/ --artifacts", "tests/test_grader.py::test_misbehaving_submission_gets_complete_results_with_reasons"),
@@ -93,19 +101,80 @@ def test_release_command_runs(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "student" / "hw2" / "pruning.py").is_file() and not (tmp_path / "student" / "solution").exists()
+    assert (tmp_path / "student" / ".git").is_dir() and "one commit" in result.stdout
 
 
 @pytest.mark.slow
-def test_student_self_check_grades_a_synthetic_run(reference_dir):
-    """The two self-check commands, on the exported reference: every visible check passes."""
+def test_student_self_check_grades_a_synthetic_run(tmp_path):
+    """The two self-check commands, in the student release with the reference dropped in: full visible marks."""
+    release = release_with_reference(tmp_path / "student")
     run = subprocess.run([sys.executable, "hw2/main.py", "--method", "all", "--dataset", "synthetic", "--epochs", "0",
-                          "--dense-epochs", "1", "--no-progress", "--out", "results"], cwd=reference_dir,
-                         capture_output=True, text=True, timeout=900)
+                          "--dense-epochs", "1", "--no-progress"], cwd=release, capture_output=True, text=True,
+                         timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
-    grade = subprocess.run([sys.executable, "-m", "pytest", "grader/", "--public", "--dataset", "synthetic", "-q", "-p",
-                            "no:cacheprovider"], cwd=reference_dir, capture_output=True, text=True, timeout=900)
+    grade, results = grade_release(release, "--public", "--dataset", "synthetic")
     assert grade.returncode == 0, grade.stdout[-3000:]
     total = re.search(r"^TOTAL\s+(\S+)\s+(\S+)", grade.stdout, flags=re.M)
+    visible = {n: t for n, t in graded_tests(REPO_ROOT).items() if t["visibility"] == "visible"}
     assert total and float(total.group(1)) == float(total.group(2)) > 0, grade.stdout[-2000:]
-    hidden = re.search(r"--public: the hidden tests, (\d+) more points, were not run", grade.stdout)
-    assert hidden and float(total.group(2)) + float(hidden.group(1)) == 100, grade.stdout[-2000:]
+    assert {t["name"] for t in results["tests"]} == set(visible) and all(t["status"] == "passed" for t in results["tests"])
+    hidden = sum(t["points"] for t in graded_tests(REPO_ROOT).values() if t["visibility"] != "visible")
+    assert float(total.group(2)) + hidden == 100, (total.group(2), hidden)
+    readme = re.sub(r"\s+", " ", README.read_text())
+    assert f"({hidden:g} of the 100 points)" in readme and f"hidden tests ({hidden:g} points)" in readme, \
+        "the README's count of the hidden points is out of date"
+
+
+@pytest.mark.slow
+def test_walkthrough_runs_headless_with_nbconvert(tmp_path):
+    """The README's headless command (with this Python's jupyter), on the reference in the quick synthetic setting."""
+    command = next(c for c in readme_commands() if c.startswith("jupyter nbconvert")).split()
+    env = {**os.environ, "HW2_WALKTHROUGH_QUICK": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    project = solution.export(tmp_path / "project")
+    run = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    executed = nbformat.read(project / "results" / "walkthrough" / "walkthrough.ipynb", as_version=4)
+    code = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code)
+    assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
+
+
+def readme_function_order() -> list[str]:
+    section = README.read_text().split("### What to implement, in this order")[1].split("\n### ")[0]
+    return re.findall(r"^\| \d+ \| `(\w+)\(", section, flags=re.MULTILINE)
+
+
+def test_order_of_work_is_the_walkthroughs_and_covers_every_graded_function():
+    """The README's table lists the graded functions in the order the walkthrough first needs them."""
+    order = readme_function_order()
+    stubs = ast.parse((REPO_ROOT / "hw2" / "pruning.py").read_text())
+    graded = [node.name for node in stubs.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
+    assert set(order) == set(graded[:len(order)]) and len(order) == 11, order  # the bonus functions come after
+    notebook = nbformat.read(REPO_ROOT / "hw2" / "walkthrough.ipynb", as_version=4)
+    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    scan = source.find("sensitivity_scan(")  # the scan prunes with the two mask functions (hw2/analysis.py)
+    assert scan >= 0 and "pruning.unstructured_prune" in (REPO_ROOT / "hw2" / "analysis.py").read_text()
+    first_use = {name: source.find(f"pruning.{name}(") for name in order}
+    first_use.update({name: min(first_use[name], scan) for name in ("unstructured_prune", "filter_prune")})
+    assert all(position >= 0 for position in first_use.values()), first_use
+    assert sorted(order, key=first_use.get) == order, sorted(order, key=first_use.get)
+    main = (REPO_ROOT / "hw2" / "main.py").read_text()
+    assert "prune_channels_after_filter_prune" not in main  # the README: 11 is run by the walkthrough and the grader
+    assert all(name in main for name in ("read_prune_ratios_from_yaml", "oneshot_magnitude_prune",
+                                         "iterative_magnitude_prune", "plot_mask", "plot_sparsity_vs_accuracy"))
+
+
+def test_no_product_file_names_an_issue_or_the_build_machines_paths():
+    """Product files (everything but the project's own tests) speak of the homework, not of how it was built."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    offending = []
+    for rel in listed:
+        path = REPO_ROOT / rel
+        if rel.startswith("tests/") or not path.is_file() or path.suffix in (".pt", ".png"):
+            continue
+        for number, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
+            if re.search(r"\bissues? #?\d|\.\./shared|shared/data|2-core CPU sandbox", line, flags=re.IGNORECASE):
+                offending.append(f"{rel}:{number}: {line.strip()[:100]}")
+    assert not offending, offending
