@@ -26,6 +26,7 @@ COVERAGE = [
     ("cd hw2", "shell"),
     ("python main.py --method imp --type filter", "tests/test_main_cli.py::test_runs_from_inside_hw2_too_and_replaces_its_older_model_file"),
     ("python main.py --method all", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
+    ("python main.py --plot-only", "tests/test_main_checks.py::test_a_plotting_stub_costs_its_figure_only_and_plot_only_draws_it_later"),
     ("python hw2/main.py --method all --dataset synthetic", "tests/test_main_cli.py::test_method_all_writes_four_named_models_figures_and_a_log"),
     ("pytest grader/ --public", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
     ("pytest grader/ --dataset", "tests/test_readme.py::test_student_self_check_grades_a_synthetic_run"),
