@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the reference solution end to end on a fresh machine:
 #   set up .venv, export the reference (python -m grader.solution), prune all four models.
-# Real CIFAR-10 when the data and the pretrained checkpoint are present (about an hour on a 2-core CPU),
-# else synthetic data (it says which).  --smoke forces the synthetic run (about 2 minutes on a CPU).
+# Real CIFAR-10 when the data and the pretrained checkpoint are present (37 minutes on a 2-core CPU),
+# else synthetic data (it says which).  --smoke forces the synthetic run (under a minute on a 2-core CPU).
 # Other arguments go to main.py, e.g.  bash run_reference.sh --epochs 1
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -70,6 +70,10 @@ def pytest_configure(config):
     if not hasattr(os, "fork"):  # the sandbox forks a child per student call
         raise pytest.UsageError("the grader runs student code in forked child processes, which this system (Windows) "
                                 "cannot do: run it under WSL, Linux or macOS")
+    try:  # a sandbox user that does not exist is a usage error, before any test
+        config._hw2_sandbox_user = sandbox_identity(config.getoption("--sandbox-user"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.addinivalue_line("markers", "points(n, visibility='visible'): points and Gradescope visibility of a graded test")
     config._hw2_grades = GradePlugin(config)
     config.pluginmanager.register(config._hw2_grades, "hw2_grades")
@@ -248,10 +252,7 @@ def data_dir(pytestconfig, submission) -> Path | None:
 @pytest.fixture(scope="session")
 def sandbox_user(pytestconfig) -> tuple[int, int] | None:
     """(uid, gid) to run student code as when grading as root; None when not root (nothing to drop)."""
-    try:
-        return sandbox_identity(pytestconfig.getoption("--sandbox-user"))
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    return pytestconfig._hw2_sandbox_user
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The architectures beyond VGG13 (issue 6): shapes, parameter counts, output layer last, report round trip."""
+"""The architectures beyond VGG13: shapes, parameter counts, output layer last, report round trip."""
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from grader.solution import REPO_ROOT
 
 
@@ -30,3 +32,15 @@ def test_precision_comparison_prints_fp32_bf16_and_their_ratio(tmp_path):
     assert figures["timed_steps_per_epoch"] == 1 and figures["images_per_epoch"] == 64
     assert figures["speedup"] == figures["fp32"]["seconds_per_epoch"] / figures["bf16"]["seconds_per_epoch"]
     assert "bf16 is" in result.stdout and "x float32" in result.stdout
+
+
+@pytest.mark.slow
+def test_grade_time_batch_reports_throughput_and_peak_memory(tmp_path):
+    out = tmp_path / "batch.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "grade_time.py"), "--batch", "2", "--jobs", "2",
+                             "--json", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["submissions"] == 2 and figures["jobs"] == 2 and "synthetic" in figures["data"]
+    assert figures["seconds"] > 0 and figures["submissions_per_hour"] == pytest.approx(3600 * 2 / figures["seconds"], rel=0.01)
+    assert figures["peak_memory_mb"] > 100  # at least the grader processes with torch imported

@@ -1,4 +1,4 @@
-"""MNIST / Fashion-MNIST loading (idx files), and the real-data check of issue 6.
+"""MNIST / Fashion-MNIST loading (idx files), and the real-data check on Fashion-MNIST.
 
 The real-data check trains LeNet-5 on Fashion-MNIST on the CPU, then prunes it
 to 0.80 unstructured sparsity with OMP and with IMP (masked retraining), and

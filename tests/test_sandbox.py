@@ -154,3 +154,11 @@ def test_alive_tells_a_running_process_from_a_reaped_one():
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     assert alive(os.getpid()) and not alive(process.pid)
+
+
+@root_only
+def test_an_unknown_sandbox_user_is_a_one_line_usage_error():
+    run = subprocess.run([sys.executable, "-m", "pytest", "grader/", "-p", "no:cacheprovider", "--sandbox-user",
+                          "no-such-user-hw2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 4
+    assert "the sandbox user 'no-such-user-hw2' does not exist" in run.stderr and "Traceback" not in run.stderr

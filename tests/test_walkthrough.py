@@ -87,7 +87,7 @@ def test_notebook_follows_the_issue_order():
              "plot_mask(", "plot_sparsity_vs_accuracy(", "prune_channels_after_filter_prune(", "report_model("]
     positions = [source.find(step) for step in steps]
     assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions) if p < 0]
-    assert positions == sorted(positions), "sections out of the order of issue 5"
+    assert positions == sorted(positions), "the sections are out of the walkthrough's order"
 
 
 def test_notebook_has_one_parameters_cell_reading_the_quick_switch():
