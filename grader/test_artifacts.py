@@ -20,7 +20,7 @@ TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type m
 SPARSITY_TOLERANCE = 0.005
 ACCURACY_TOLERANCE = 0.1  # percentage points between the name and the re-measurement
 MIN_IMP_ITERATIONS = 3
-MAX_MODEL_BYTES = 160 * 2**20  # a VGG13 state_dict in float32 is 38 MB; larger files are not read
+MAX_MODEL_BYTES = 160 * 2**20  # plain VGG13 38 MB, compact pruned 9-23 MB; bigger, or decoding to more: not read
 NAME_PATTERN = r"^{label}_(?P<sparsity>\d\.\d\d)_acc_(?P<accuracy>\d{{1,3}}\.\d\d)\.pt$"
 
 

@@ -4,8 +4,9 @@
     python -m hw2.report MODEL.pt --batch-sizes 1 64 --weight-bits 8 --plot score.png --json report.json
 
 For each model it prints parameters, nonzero weights, MACs per image (dense and
-counting nonzero weights only), the file size of the same weights stored five
-ways, measured latency, and the lab's efficiency score.  With ``--plot`` it
+counting nonzero weights only), the size of the file given and of the same
+weights stored six ways (among them the compact file ``main.py`` writes),
+measured latency, and the lab's efficiency score.  With ``--plot`` it
 draws accuracy against score for all the models given, with the 90% accuracy line.
 
 Every number comes from a function here, importable on its own:
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import re
 import statistics
 import sys
@@ -34,12 +34,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the hw2 package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
 
-from hw2.checkpoint import CheckpointError, load_checkpoint, write_json  # noqa: E402
+from hw2.checkpoint import CheckpointError, checkpoint_payload, load_checkpoint, write_json  # noqa: E402
 from hw2.models import copy_without_pruning, prunable_weights  # noqa: E402
 from hw2.train import at_least  # noqa: E402
 
@@ -192,44 +191,6 @@ def _masked_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in masked.state_dict().items()}
 
 
-def encode_bitmask(state_dict: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
-    """Sparse encoding: for each tensor in ``names``, a packed 1-bit mask (uint8) plus its nonzero values.
-
-    Other tensors are kept as they are.  ``decode_bitmask`` inverts it exactly.
-    """
-    encoded: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
-        if key not in names:
-            encoded[key] = tensor
-            continue
-        flat = tensor.flatten()
-        nonzero = flat != 0
-        encoded[f"{key}.bitmask"] = torch.from_numpy(np.packbits(nonzero.numpy()))  # (ceil(n / 8),) uint8
-        encoded[f"{key}.values"] = flat[nonzero].clone()  # (nnz,)
-        encoded[f"{key}.shape"] = torch.tensor(tensor.shape, dtype=torch.int32)
-    return encoded
-
-
-def decode_bitmask(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Invert ``encode_bitmask``: dense tensors with zeros in place."""
-    decoded: dict[str, torch.Tensor] = {}
-    for key, tensor in encoded.items():
-        if key.endswith((".values", ".shape")):
-            continue
-        if not key.endswith(".bitmask"):
-            decoded[key] = tensor
-            continue
-        base = key[: -len(".bitmask")]
-        shape = tuple(encoded[f"{base}.shape"].tolist())
-        values = encoded[f"{base}.values"]
-        n = math.prod(shape)
-        nonzero = torch.from_numpy(np.unpackbits(tensor.numpy(), count=n).astype(bool))
-        flat = torch.zeros(n, dtype=values.dtype)
-        flat[nonzero] = values
-        decoded[base] = flat.view(shape)
-    return decoded
-
-
 def encode_csr(state_dict: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
     """Sparse encoding: each tensor in ``names`` viewed as ``(C_out, rest)`` in CSR with the smallest index dtypes."""
     encoded: dict[str, torch.Tensor] = {}
@@ -255,13 +216,13 @@ class FileSizes:
     masked: int  # weight_orig + weight_mask per prunable weight: what saving mid-pruning gives
     permanent: int  # masks folded in, zeros kept in place
     compacted: int | None  # all-zero filters physically removed (VGG13 only)
-    sparse_bitmask: int  # 1 bit per prunable weight + its nonzero values
-    sparse_csr: int  # CSR rows per output filter (int16/int32 indices) + values
+    saved: int  # what hw2.checkpoint.save_checkpoint writes (main.py's files): bitmask + values, or kept filters
+    sparse_csr: int  # for comparison: CSR rows per output filter (int16/int32 indices) + values
     notes: dict
 
 
 def file_sizes(model: nn.Module, compact=None) -> FileSizes:
-    """Serialise ``model`` five ways (in memory) and return the byte counts.
+    """Serialise ``model`` six ways (in memory) and return the byte counts.
 
     Args:
         model: any model (masks attached or made permanent).
@@ -293,7 +254,7 @@ def file_sizes(model: nn.Module, compact=None) -> FileSizes:
         masked=serialized_size(_masked_state_dict(model)),
         permanent=serialized_size(plain),
         compacted=compacted,
-        sparse_bitmask=serialized_size(encode_bitmask(plain, set(names))),
+        saved=serialized_size(checkpoint_payload(plain)),
         sparse_csr=serialized_size(encode_csr(plain, set(names))),
         notes=notes)
 
@@ -454,14 +415,16 @@ def format_report(name: str, r: dict) -> str:
              f"  conv+linear weights   {r['prunable_weights']:,} ({r['nonzero_weights']:,} nonzero; "
              f"p_s {r['p_structured']:.4f}, p_u {r['p_unstructured']:.4f})",
              f"  MACs per image        {r['macs']:,} dense, {r['nonzero_macs']:,} on nonzero weights",
-             "  file size (torch.save)",
-             f"    dense               {_mb(sizes['dense'])}",
-             f"    masked (orig+mask)  {_mb(sizes['masked'])}",
-             f"    permanent (zeros)   {_mb(sizes['permanent'])}",
-             f"    compacted           {_mb(sizes['compacted'])}" + (f"  ({sizes['notes']['compacted']})" if 'compacted' in sizes['notes'] else ""),
-             f"    sparse bitmask      {_mb(sizes['sparse_bitmask'])}",
-             f"    sparse CSR          {_mb(sizes['sparse_csr'])}",
-             f"  latency on {r['device']} (median of repeats)"]
+             "  file size (torch.save)"]
+    if sizes.get("on_disk") is not None:
+        lines.append(f"    this file on disk   {_mb(sizes['on_disk'])}")
+    lines += [f"    saved (compact)     {_mb(sizes['saved'])}  (save_checkpoint: bitmask + nonzeros, or kept filters)",
+              f"    dense               {_mb(sizes['dense'])}",
+              f"    masked (orig+mask)  {_mb(sizes['masked'])}",
+              f"    permanent (zeros)   {_mb(sizes['permanent'])}",
+              f"    compacted           {_mb(sizes['compacted'])}" + (f"  ({sizes['notes']['compacted']})" if 'compacted' in sizes['notes'] else ""),
+              f"    sparse CSR          {_mb(sizes['sparse_csr'])}",
+              f"  latency on {r['device']} (median of repeats)"]
     for key, t in r["latency"].items():
         line = f"    {key.replace('_', ' '):<18}{t['median_ms']:>9.3f} ms  ({t['images_per_s']:,.0f} images/s)"
         if "compacted" in r:
@@ -539,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         r = report_model(model, arch, args.input_shape, args.batch_sizes, device, args.weight_bits, args.act_bits,
                          args.repeats, args.warmup)
         r["accuracy"] = accuracy_of(path, metadata)
+        r["file_bytes"]["on_disk"] = path.stat().st_size
         reports[str(path)] = r
         print(format_report(path.name, r))
     if args.json:

@@ -107,7 +107,7 @@ def test_masked_file_is_larger_and_sparse_encodings_smaller_at_high_sparsity():
     sizes = report.file_sizes(model)
     assert sizes.masked > 1.5 * sizes.permanent  # weight_orig + a float mask per weight
     assert sizes.permanent == pytest.approx(sizes.dense, rel=0.01)  # zeros cost as much as any float
-    assert sizes.sparse_bitmask < 0.5 * sizes.permanent
+    assert sizes.saved < 0.5 * sizes.permanent  # what save_checkpoint writes: a bitmask and the nonzeros
     assert sizes.sparse_csr < sizes.permanent
     assert sizes.compacted is None and "n/a" in sizes.notes["compacted"]
 
@@ -126,15 +126,11 @@ def test_compacted_size_is_measured_when_compaction_works():
     assert sizes.compacted is not None and sizes.compacted < sizes.permanent
 
 
-def test_bitmask_encoding_round_trips_exactly():
+def test_saved_size_is_what_save_checkpoint_writes(tmp_path):
     model = small_vgg()
-    zero_smallest(model, 0.7)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    names = set(prunable_weights(model))
-    decoded = report.decode_bitmask(report.encode_bitmask(state, names))
-    assert decoded.keys() == state.keys()
-    for key in state:
-        assert torch.equal(decoded[key], state[key]), key
+    zero_filters(model, 0.5)
+    saved = save_checkpoint(tmp_path / "m.pt", model.state_dict())
+    assert report.file_sizes(model).saved == saved.stat().st_size
 
 
 def test_measure_latency_reports_a_positive_median_within_min_and_max():
@@ -164,13 +160,16 @@ def test_cli_reports_models_writes_json_and_the_score_plot(tmp_path, capsys):
                         "--plot", str(tmp_path / "score.png"), "--weight-bits", "8"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "masked (orig+mask)" in out and "efficiency score" in out
+    assert "masked (orig+mask)" in out and "efficiency score" in out and "this file on disk" in out
     data = json.loads((tmp_path / "r.json").read_text())["models"]
     by_name = {k.rsplit("/", 1)[-1]: v for k, v in data.items()}
     assert by_name["dense_acc_93.10.pt"]["accuracy"] == 93.10
     assert by_name["pruned.pt"]["accuracy"] == 88.5
     assert by_name["pruned.pt"]["score"] < by_name["dense_acc_93.10.pt"]["score"]
     assert by_name["pruned.pt"]["weight_bits"] == 8
+    for name in ("dense_acc_93.10.pt", "pruned.pt"):  # the real size of each file given
+        assert by_name[name]["file_bytes"]["on_disk"] == (tmp_path / name).stat().st_size
+    assert by_name["pruned.pt"]["file_bytes"]["on_disk"] < 0.5 * by_name["dense_acc_93.10.pt"]["file_bytes"]["on_disk"]
     with Image.open(tmp_path / "score.png") as image:
         assert image.format == "PNG"
 
