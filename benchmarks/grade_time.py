@@ -4,6 +4,8 @@
     python benchmarks/grade_time.py --repeat 1
     python benchmarks/grade_time.py --batch 10 --jobs 2 --json results_logs/grade_batch.json
                                                  # 10 copies through grader.batch: throughput and peak memory
+    python benchmarks/grade_time.py --data-dir data --repeat 1
+                                                 # with CIFAR-10: the four accuracies re-measured, as in real grading
 
 Exports the reference (``grader.solution``), makes its run outputs with the
 fast smoke settings (not timed), then times complete ``pytest grader/`` runs in
@@ -13,6 +15,7 @@ grading.  The budget is under 3 minutes per submission.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -40,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: grade N copies with python -m grader.batch and report throughput and peak memory")
     parser.add_argument("--jobs", type=int, default=2, help="with --batch: submissions graded at once (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding cifar-10-batches-py/: grade as for real, the four accuracies re-measured on "
+                             "CIFAR-10 (the smoke run's models are renamed after their CIFAR-10 accuracy first, not timed)")
     args = parser.parse_args(argv)
+    if args.data_dir is not None and not (args.data_dir / "cifar-10-batches-py" / "test_batch").is_file():
+        parser.error(f"--data-dir {args.data_dir} has no cifar-10-batches-py/test_batch")
     if args.batch < 0 or args.repeat < 1 or args.jobs < 1:
         parser.error("--batch must be >= 0, --repeat and --jobs >= 1")
     with tempfile.TemporaryDirectory(prefix="hw2-grade-time-") as tmp:
@@ -50,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
                         str(submission / "results"), "--epochs", "0", "--dense-epochs", "1", "--no-progress"],
                        cwd=submission, check=True, capture_output=True)
         print(f"reference run outputs made in {time.perf_counter() - start:.1f} s (not part of grading)")
+        grading_args = ["--dataset", "synthetic"]
+        if args.data_dir is not None:
+            start = time.perf_counter()
+            as_cifar10_run(submission / "results", args.data_dir)
+            grading_args = ["--data-dir", str(args.data_dir.resolve())]
+            print(f"models renamed after their CIFAR-10 accuracy in {time.perf_counter() - start:.1f} s (not part of grading)")
         if args.batch:
-            return batch(submission, Path(tmp), args.batch, args.jobs, args.json)
+            return batch(submission, Path(tmp), args.batch, args.jobs, args.json, grading_args)
         seconds = []
         for i in range(args.repeat):
-            run = grade_submission(submission, Path(tmp) / f"results_{i}.json", pytest_args=["--dataset", "synthetic"])
+            run = grade_submission(submission, Path(tmp) / f"results_{i}.json", pytest_args=grading_args)
             seconds.append(run.seconds)
             print(f"grading {i + 1}: {run.seconds:.1f} s, score {run.score:g}, status {run.status}")
     print(f"grade one submission: median {statistics.median(seconds):.1f} s over {len(seconds)} run(s) "
@@ -79,14 +93,47 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | None) -> int:
+def as_cifar10_run(results: Path, data_dir: Path) -> None:
+    """Make the smoke run's outputs look like a CIFAR-10 run: each model named after its float32 CIFAR-10 test
+    accuracy, the run log saying cifar10 (the models are the pretrained VGG13 pruned: real size, real cost)."""
+    import torch
+
+    from hw2.checkpoint import load_checkpoint, write_json
+    from hw2.data import load_dataset, make_loaders
+    from hw2.main import model_file_name
+    from hw2.models import VGG13
+    from hw2.train import default_batch_size, evaluate
+
+    data = load_dataset("cifar10", data_dir, seed=0, download=False)
+    batch_size = default_batch_size("cifar10")
+    _, test_loader = make_loaders(data, batch_size, torch.device("cpu"), seed=0)
+    log = json.loads((results / "run_log.json").read_text())
+    for entry in log["models"].values():
+        path = results / entry["file"]
+        state_dict, _ = load_checkpoint(path)
+        entry["accuracy"] = evaluate(VGG13.from_state_dict(state_dict), test_loader, torch.device("cpu"), exact=True)
+        entry["dataset"] = "cifar10"
+        entry["file"] = model_file_name(entry["method"], entry["type"], entry["sparsity"], entry["accuracy"])
+        path.rename(results / entry["file"])
+    log.update(dataset="cifar10", batch_size=batch_size)
+    write_json(results / "run_log.json", log)
+
+
+def scores(gradebook: Path) -> list[float]:
+    """The distinct scores in a gradebook (one, for copies of one submission)."""
+    with open(gradebook, newline="") as f:
+        return sorted({float(row["score"]) for row in csv.DictReader(f)})
+
+
+def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | None,
+          grading_args: list[str]) -> int:
     """Grade ``count`` copies of ``submission`` with grader.batch; print seconds, throughput and peak memory."""
     folder = tmp / "class"
     for i in range(count):
         shutil.copytree(submission, folder / f"student_{i:02d}", copy_function=os.link,
                         ignore=shutil.ignore_patterns(".git", "solution", "data"))
     command = [sys.executable, "-m", "grader.batch", str(folder), "--jobs", str(jobs), "--csv", str(tmp / "grades.csv"),
-               "--", "--dataset", "synthetic"]
+               "--", *grading_args]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -105,8 +152,11 @@ def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | 
     if process.returncode != 0:
         print(output[-3000:])
         return 1
-    figures = {"command": "python benchmarks/grade_time.py --batch " + f"{count} --jobs {jobs}",
-               "data": "synthetic (smoke-test gradings: no CIFAR-10 accuracy re-measurement)",
+    real = "--data-dir" in grading_args
+    figures = {"command": f"python benchmarks/grade_time.py --batch {count} --jobs {jobs}" + (" --data-dir DIR" if real else ""),
+               "data": ("CIFAR-10 (the four accuracies re-measured in float32 per submission)" if real
+                        else "synthetic (smoke-test gradings: no CIFAR-10 accuracy re-measurement)"),
+               "scores": scores(tmp / "grades.csv"),
                "submissions": count, "jobs": jobs, "cpus": os.cpu_count(), "seconds": round(seconds, 1),
                "submissions_per_hour": round(3600 * count / seconds, 1),
                "peak_memory_mb": round(peak / 2**20), "peak_memory_sampled_every_s": 0.5}
