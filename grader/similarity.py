@@ -157,38 +157,45 @@ def fingerprint(submission: Path, stub_source: str, templates: dict) -> Fingerpr
     return found
 
 
-def ratio_similarity(a: dict, b: dict) -> tuple[float, str]:
-    """(1.0 if the same layers with ratios within RATIO_CLOSE else the fraction of layers that agree, detail)."""
-    layers = set(a) | set(b)
-    same = [k for k in layers if k in a and k in b and abs(a[k] - b[k]) <= RATIO_CLOSE]
-    identical = a == b
-    detail = "identical" if identical else f"{len(same)} of {len(layers)} layers within {RATIO_CLOSE}"
-    return (1.0 if len(same) == len(layers) else len(same) / max(len(layers), 1)), detail
+def same_ratios(a: dict, b: dict) -> str | None:
+    """How two ratio tables match ("identical", or every layer within RATIO_CLOSE), or None when they do not."""
+    if a == b:
+        return "identical"
+    if set(a) == set(b) and all(abs(a[k] - b[k]) <= RATIO_CLOSE for k in a):
+        return f"every layer within {RATIO_CLOSE}"
+    return None
+
+
+def code_similarity(a: list[str], b: list[str]) -> float:
+    """difflib's ratio of two token lists; 0 when either is empty or a cheap upper bound is already below
+    CODE_SIMILAR (most pairs of a class stop there)."""
+    if not a or not b:
+        return 0.0
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.real_quick_ratio() < CODE_SIMILAR or matcher.quick_ratio() < CODE_SIMILAR:
+        return 0.0
+    return matcher.ratio()
 
 
 def compare_pairs(prints: list[Fingerprint]) -> list[dict]:
     """One row per flagged (pair, what), most similar first."""
     rows = []
     for a, b in itertools.combinations(prints, 2):
-        if a.code and b.code:
-            matcher = difflib.SequenceMatcher(None, a.code, b.code, autojunk=False)
-            if matcher.real_quick_ratio() >= CODE_SIMILAR and matcher.quick_ratio() >= CODE_SIMILAR:
-                ratio = matcher.ratio()
-                if ratio >= CODE_SIMILAR:
-                    detail = ("identical after normalising" if a.code == b.code
-                              else f"{len(a.code)} and {len(b.code)} tokens written")
-                    rows.append({"submission_a": a.name, "submission_b": b.name, "what": "hw2/pruning.py",
-                                 "similarity": ratio, "detail": detail})
-        for config in CONFIGS:
-            if config in a.ratios and config in b.ratios:
-                similarity, detail = ratio_similarity(a.ratios[config], b.ratios[config])
-                if similarity == 1.0:
-                    rows.append({"submission_a": a.name, "submission_b": b.name, "what": config,
-                                 "similarity": similarity, "detail": detail})
+        def flag(what: str, similarity: float, detail: str) -> None:
+            rows.append({"submission_a": a.name, "submission_b": b.name, "what": what, "similarity": similarity,
+                         "detail": detail})
+
+        ratio = code_similarity(a.code, b.code)
+        if ratio >= CODE_SIMILAR:
+            flag("hw2/pruning.py", ratio, "identical after normalising" if a.code == b.code
+                 else f"{len(a.code)} and {len(b.code)} tokens written")
+        for config in sorted(set(a.ratios) & set(b.ratios)):
+            detail = same_ratios(a.ratios[config], b.ratios[config])
+            if detail is not None:
+                flag(config, 1.0, detail)
         for label in LABELS:
-            if label in a.masks and a.masks.get(label) == b.masks.get(label):
-                rows.append({"submission_a": a.name, "submission_b": b.name, "what": f"{label} mask",
-                             "similarity": 1.0, "detail": "identical zero pattern"})
+            if label in a.masks and a.masks[label] == b.masks.get(label):
+                flag(f"{label} mask", 1.0, "identical zero pattern")
     rows.sort(key=lambda r: (-r["similarity"], r["submission_a"], r["submission_b"], r["what"]))
     return rows
 

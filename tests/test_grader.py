@@ -28,6 +28,7 @@ from grader.checks import Credit, count_in_range, expected_parameters, is_png
 from grader.sandbox import SANDBOX_USER, python_paths, sandbox_identity, unreadable_for
 from tests.mutants import (GRADE_ARGS, MUTANTS, REPO_ROOT, Mutant, mutant_submission, mutate, reference_submission,
                            session_dir, stub_submission)
+from tests.test_sandbox import alive
 
 RESULT_KEYS = {"score", "execution_time", "output", "tests"}
 TEST_KEYS = {"name", "score", "max_score", "status", "output", "visibility"}
@@ -156,19 +157,30 @@ def test_run_autograder_grades_a_submission_in_the_gradescope_layout(tmp_path):
         assert set(by_name(results)) == set(ALL_TESTS)
         assert results["score"] == pytest.approx(sum(t["max_score"] for t in results["tests"]))
         assert escapers, "the escape never ran: the test proves nothing"
-        assert not [pid for pid in escapers if _alive(pid)], "processes a student call started outlived the grading"
+        assert not [pid for pid in escapers if alive(pid)], "processes a student call started outlived the grading"
     finally:
         for pid in [int(p.name) for p in pid_dir.iterdir()]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(pid_dir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+# Student-side code shared by the attacking submissions below: where the grader writes results.json.
+RESULTS_PATHS = '''
+
+def _results_paths():
+    """The --results paths on this process's ancestors' command lines."""
+    paths, pid = [], _os.getpid()
+    for _ in range(8):
+        try:
+            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+        except (OSError, ValueError, IndexError):
+            break
+        if b"--results" in args:
+            paths.append(args[args.index(b"--results") + 1].decode())
+    return paths
+'''
 
 
 ESCAPING_FUNCTIONS = '''
@@ -181,20 +193,7 @@ from pathlib import Path as _Path
 
 _reference_unstructured_prune = unstructured_prune
 _FAKE = _json.dumps({"score": 12345, "output": "escaped", "tests": []})
-
-
-def _results_paths():
-    paths, pid = [], _os.getpid()
-    for _ in range(8):
-        try:
-            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
-        except (OSError, ValueError, IndexError):
-            break
-        if b"--results" in args:
-            paths.append(args[args.index(b"--results") + 1].decode())
-    return paths
-
+''' + RESULTS_PATHS + '''
 
 def _write_fake(paths):
     for path in paths:
@@ -310,21 +309,7 @@ import os as _os
 import sys as _sys
 import time as _time
 from pathlib import Path as _Path
-
-
-def _results_paths():
-    """The --results paths on this process's ancestors' command lines."""
-    paths, pid = [], _os.getpid()
-    for _ in range(8):
-        try:
-            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
-        except (OSError, ValueError, IndexError):
-            break
-        if b"--results" in args:
-            paths.append(args[args.index(b"--results") + 1].decode())
-    return paths
-
+''' + RESULTS_PATHS + '''
 
 def unstructured_prune(tensor, sparsity):
     while True:  # never returns
