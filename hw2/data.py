@@ -246,6 +246,22 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator 
     return out.permute(0, 3, 1, 2)
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per image of a normalised batch ``(N, C, H, W)``, in place.
+
+    The square's centre is uniform over the image, so near a border only part of it is cut
+    (DeVries & Taylor, 2017). Zero is the mean after normalisation.
+    """
+    n, _, h, w = x.shape
+    device = x.device
+    cy = torch.randint(0, h, (n, 1), device=device, generator=generator)
+    cx = torch.randint(0, w, (n, 1), device=device, generator=generator)
+    rows = torch.arange(h, device=device) - cy + size // 2  # (N, H): inside when 0 <= . < size
+    cols = torch.arange(w, device=device) - cx + size // 2
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]  # (N, H, W)
+    return x.masked_fill_(inside[:, None], 0.0)
+
+
 class DeviceLoader:
     """Iterate ``(images, labels)`` batches cut from uint8 tensors that live on ``device``.
 
@@ -255,7 +271,7 @@ class DeviceLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  train: bool, device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False,
-                 augment: bool = True):
+                 augment: bool = True, cutout: int = 0):
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -263,6 +279,7 @@ class DeviceLoader:
         self.train = train
         self.drop_last = drop_last
         self.augment = augment  # only with train=True
+        self.cutout = cutout  # side of the square cut from each training image (0: none)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -282,15 +299,21 @@ class DeviceLoader:
             images = self.images[idx]
             if self.train and self.augment:
                 images = random_crop_flip(images, pad=4, generator=self.generator)
-            x = ((images.float() - self.mean) / self.std).contiguous(memory_format=memory_format)
+            x = (images.float() - self.mean) / self.std
+            if self.train and self.augment and self.cutout:
+                x = cutout(x, self.cutout, self.generator)
+            x = x.contiguous(memory_format=memory_format)
             yield x, self.labels[idx]
 
 
 def make_loaders(data: ImageData, batch_size: int, device, seed: int = 0,
-                 eval_batch_size: int = 1024) -> tuple[DeviceLoader, DeviceLoader]:
-    """Train loader (shuffled, augmented, last partial batch dropped when there are several) and test loader."""
+                 eval_batch_size: int = 1024, cutout: int = 0) -> tuple[DeviceLoader, DeviceLoader]:
+    """Train loader (shuffled, augmented, last partial batch dropped when there are several) and test loader.
+
+    ``cutout`` > 0 also zeroes a random square of that side in every training image.
+    """
     drop_last = len(data.train_labels) > batch_size
     train = DeviceLoader(data.train_images, data.train_labels, batch_size, data.mean, data.std, True, device, seed, drop_last,
-                         augment=data.augment)
+                         augment=data.augment, cutout=cutout)
     test = DeviceLoader(data.test_images, data.test_labels, eval_batch_size, data.mean, data.std, False, device, seed)
     return train, test

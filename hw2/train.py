@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=at_least(0, float), default=5e-4, help="L2 on conv/linear weights (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=at_least(0, float), default=0.1, help="(default: %(default)s)")
     parser.add_argument("--warmup", type=at_least(0, float), default=0.1, help="fraction of steps with linear LR warm-up (default: %(default)s)")
+    parser.add_argument("--cutout", type=at_least(0), default=0,
+                        help="side in pixels of a random square zeroed in each training image, on top of crop and flip; 0: none (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "pretrained" / "vgg13_cifar10.pt",
                         help="where to write the state_dict; a JSON log goes beside it (default: pretrained/vgg13_cifar10.pt)")
     parser.add_argument("--eval-every", type=at_least(1), default=1,
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seed_everything(args.seed)
     batch_size = args.batch_size or default_batch_size(args.dataset)
-    train_loader, test_loader = make_loaders(data, batch_size, device, seed=args.seed)
+    train_loader, test_loader = make_loaders(data, batch_size, device, seed=args.seed, cutout=args.cutout)
     model = prepare_model(build_model_for_images(args.arch, data.num_classes, tuple(data.train_images.shape[1:])), device)
     state_path = args.out.with_suffix(".state.pt")
     print(f"training dense {args.arch} on {data.name} ({len(data.train_labels)} images) for {args.epochs} epochs on {device} "
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch, "dataset": data.name, "device": device_description(device), "torch": torch.__version__,
         "precision": precision_name(device), "epochs": args.epochs,
         "batch_size": batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
-        "label_smoothing": args.label_smoothing, "warmup": args.warmup, "seed": args.seed,
+        "label_smoothing": args.label_smoothing, "warmup": args.warmup, "cutout": args.cutout, "seed": args.seed,
         "seconds": round(seconds, 1), "test_accuracy": accuracy, "test_accuracy_measured_in": "float32",
         "sha256": file_sha256(args.out), "history": history})
     state_path.unlink(missing_ok=True)  # finished: the model file replaces the resumable state

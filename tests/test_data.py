@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from grader.solution import REPO_ROOT
-from hw2.data import DataError, DeviceLoader, load_cifar10, make_loaders, make_synthetic, random_crop_flip
+from hw2.data import DataError, DeviceLoader, cutout, load_cifar10, make_loaders, make_synthetic, random_crop_flip
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -27,6 +27,34 @@ def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
         assert plain or mirrored
         flipped += mirrored and not plain
     assert 10 < flipped < 54, "flips should happen about half the time"
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_in_every_channel():
+    x = torch.randn(200, 3, 12, 12).abs() + 1  # no zeros before the cut
+    out = cutout(x.clone(), 4, torch.Generator().manual_seed(0))
+    cut = out == 0
+    assert torch.equal(cut[:, 0], cut[:, 1]) and torch.equal(cut[:, 0], cut[:, 2]), "the same square in every channel"
+    assert torch.equal(out[~cut], x[~cut]), "pixels outside the square are untouched"
+    areas = set()
+    for square in cut[:, 0]:
+        rows, cols = square.any(1).nonzero().flatten(), square.any(0).nonzero().flatten()
+        assert len(rows) and len(cols), "every image loses some pixels (the centre is always inside)"
+        assert len(rows) <= 4 and len(cols) <= 4 and int(square.sum()) == len(rows) * len(cols), "one axis-aligned rectangle"
+        assert torch.equal(rows, torch.arange(rows[0], rows[-1] + 1)) and torch.equal(cols, torch.arange(cols[0], cols[-1] + 1))
+        areas.add(int(square.sum()))
+    assert 16 in areas and min(areas) < 16, "whole squares inside the image, clipped ones at the border"
+
+
+def test_cutout_is_off_by_default_and_only_on_training_batches():
+    data = make_synthetic(num_train=64, num_test=16, seed=0)
+    plain_train, plain_test = make_loaders(data, 16, "cpu", seed=3)
+    cut_train, cut_test = make_loaders(data, 16, "cpu", seed=3, cutout=8)
+    zero = ((torch.zeros(1, 3, 1, 1) - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1))
+    (a, _), (b, _) = next(iter(plain_train)), next(iter(cut_train))  # same crops in the first batch (the cut draws later)
+    changed = (a != b).any(1)  # (B, H, W)
+    assert changed.flatten(1).any(1).all() and (b.permute(0, 2, 3, 1)[changed] == 0).all()
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(plain_test, cut_test))
+    assert zero.abs().min() > 0, "a black pixel is not 0 after normalisation, so 0 marks the cut"
 
 
 def test_device_loader_normalises_and_covers_every_image_once_per_epoch():
