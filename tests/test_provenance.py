@@ -62,14 +62,19 @@ def test_filters_compare_by_whole_rows_and_imp_may_have_more_zeros():
 # ---------------------------------------------------------------------------------------------
 # A full grading: the reference's code with two of its models altered after the run
 # ---------------------------------------------------------------------------------------------
+ALTERED: dict[str, str] = {}
+
+
 def move_zeros_and_revive_a_filter(results) -> None:
-    """Omp_unstructured: one zero of features.0 moved to a kept weight; Imp_filter: the filter of smallest
-    pretrained norm (pruned in the first round) swapped with a kept one.  Sparsity stays the same."""
+    """Omp_unstructured: one zero of its first pruned layer moved to a kept weight; Imp_filter: the filter of
+    smallest pretrained norm (pruned in the first round) swapped with a kept one.  Sparsity stays the same.
+    ``ALTERED`` records the Omp_unstructured layer altered."""
     from hw2.checkpoint import load_checkpoint, save_checkpoint
 
     path = _model_file(results, "Omp_unstructured")
     state_dict, metadata = load_checkpoint(path)
-    flat = state_dict["features.0.weight"].flatten()
+    layer = next(name for name, ratio in metadata["ratios"].items() if ratio > 0)  # YAML order: the first pruned layer
+    flat = state_dict[layer].flatten()
     zero, live = int(torch.nonzero(flat == 0)[0]), int(torch.nonzero(flat != 0)[0])
     flat[zero], flat[live] = flat[live].item(), 0.0
     path.unlink()
@@ -86,6 +91,7 @@ def move_zeros_and_revive_a_filter(results) -> None:
     weight[first], weight[live] = weight[live].clone(), 0.0
     path.unlink()
     save_checkpoint(path, state_dict, metadata)
+    ALTERED["Omp_unstructured"] = layer
 
 
 @pytest.mark.slow
@@ -100,6 +106,6 @@ def test_models_altered_after_the_run_are_flagged_by_label_and_layer():
     check = tests[PROVENANCE_TEST]
     assert check["status"] == "failed" and check["max_score"] == 0 and check["score"] == 0
     output = check["output"]
-    assert "Omp_unstructured, features.0.weight" in output and "Imp_filter, " in output
+    assert f"Omp_unstructured, {ALTERED['Omp_unstructured']}" in output and "Imp_filter, " in output
     assert "Imp_unstructured" not in output and "Omp_filter" not in output
     assert "worth no points" in output
