@@ -36,10 +36,3 @@ def ref(reference_dir):
 def seeded():
     torch.manual_seed(0)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """Modules that grade many tiny models set torch to one thread; the next module gets the default back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)

@@ -12,7 +12,6 @@ import functools
 from pathlib import Path
 
 import pytest
-import torch
 
 from grader.solution import reference_source
 from tests.independent import grade_in_process
@@ -38,7 +37,6 @@ def _reference() -> str:
 
 def grade(replacement: str, tests: list[str], tmp_path: Path) -> dict:
     """The reference with ``replacement``'s definitions in place of its own, graded on ``tests``."""
-    torch.set_num_threads(1)
     return grade_in_process(_reference() + "\n\n" + replacement, tmp_path, only=tests)
 
 

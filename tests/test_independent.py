@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from tests.independent import CORRECT, HERE, SOLUTIONS, WRONG, grade_in_process
 from tests.mutants import MUTANTS, REPO_ROOT
@@ -43,7 +42,6 @@ def test_independent_solutions_are_not_copies_of_the_reference():
 @pytest.fixture(scope="module")
 def independent_grades(tmp_path_factory) -> dict:
     """solution name -> {code test name: (score, max_score, output)}, the grader's checks run in this process."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("independent")
     return {s.name: grade_in_process(s.source(), root / s.name) for s in SOLUTIONS}
 

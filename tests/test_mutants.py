@@ -13,7 +13,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 
 from grader.batch import grade_submission
 from tests.independent import grade_in_process
@@ -41,7 +40,6 @@ def mutant_grades() -> dict:
     artifact = [m for m in MUTANTS if m.artifacts is not None]
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         grades = dict(pool.map(_sandboxed, artifact))
-    torch.set_num_threads(1)  # tiny models: threads only contend (the module's default comes back after it)
     reference = (reference_submission() / "hw2" / "pruning.py").read_text()
     for mutant in MUTANTS:
         if mutant.artifacts is None:

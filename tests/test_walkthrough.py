@@ -24,11 +24,14 @@ from hw2 import pruning as stubs
 from hw2.data import make_loaders, make_synthetic
 from hw2.models import VGG13
 from hw2.train import fit
+from tests.test_readme import readme_commands
 
 NOTEBOOK = Path("hw2") / "walkthrough.ipynb"
 TIME_LIMIT_S = 180  # the issue's budget for the whole notebook on the 2-CPU CI machine
 MIN_DPI = 120
 SMALL_WIDTHS = [8, 8, 16, 16, 32, 32, 64, 64, 64, 64]  # VGG13 layer names, 8x narrower
+# the quick synthetic setting; the quick model is tiny: threads only contend on 2 shared CPUs
+QUICK_ENV = {"HW2_WALKTHROUGH_QUICK": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 OKABE_ITO = {"#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000"}
 
 
@@ -36,9 +39,8 @@ def execute_notebook(project: Path, monkeypatch) -> tuple[nbformat.NotebookNode,
     """Run ``project``'s walkthrough top to bottom in the quick synthetic setting; return it and the seconds taken."""
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("HW2_WALKTHROUGH_QUICK", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the quick model is tiny: threads only contend on 2 shared CPUs
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for name, value in QUICK_ENV.items():
+        monkeypatch.setenv(name, value)
     notebook = nbformat.read(project / NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, timeout=TIME_LIMIT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(project / "hw2")}})
@@ -104,11 +106,9 @@ def test_notebook_has_one_parameters_cell_reading_the_quick_switch():
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom_on_the_reference_within_the_time_limit(tmp_path):
     """README's headless command (with this Python's jupyter), on the reference in the quick synthetic setting."""
-    readme_command = next(line.strip() for line in (REPO_ROOT / "README.md").read_text().splitlines()
-                          if line.startswith("jupyter nbconvert --to notebook --execute"))
-    command = readme_command.split("#")[0].split()
+    command = next(c for c in readme_commands() if c.startswith("jupyter nbconvert")).split()
     project = export(tmp_path / "reference", REPO_ROOT)
-    env = {**os.environ, "HW2_WALKTHROUGH_QUICK": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env = {**os.environ, **QUICK_ENV}
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True,
                          timeout=3 * TIME_LIMIT_S, env=env)
