@@ -521,7 +521,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, devic
              "ratios": ratios, "sparsity": report["overall"],
              "layer_sparsity": report["layers"], "accuracy": accuracy,
              "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
-             "iterations": len(steps), "epochs_per_iteration": args.epochs, "steps": steps,
+             "iterations": len(steps), "epochs_per_iteration": args.epochs, "lr": args.lr, "steps": steps,
              "seconds": round(seconds, 2)}
     save_checkpoint(folder / name, model.state_dict(), entry)
     print(f"{name} done ({seconds:.0f} s)")
