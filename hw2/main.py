@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "on a CPU, more recovers more accuracy; 0 (no retraining) only with --dataset synthetic, "
                              "as a smoke test (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=3, help="IMP rounds, at least 3 (default: %(default)s)")
-    parser.add_argument("--lr", type=at_least(0, float, above=True), default=0.02,
+    parser.add_argument("--lr", type=at_least(0, float, above=True), default=0.01,
                         help="peak retraining learning rate at batch 512 (scaled with --batch-size), cosine decay (default: %(default)s)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="dense checkpoint to start from (default: pretrained/vgg13_cifar10.pt; with --dataset synthetic "
