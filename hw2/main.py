@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run even when a YAML's ratios give an overall sparsity more than {TARGET_TOLERANCE} from the target "
                              "(computed from the layer sizes before training; without this flag such a run stops at once)")
     parser.add_argument("--epochs", type=at_least(0), default=1,
-                        help="masked-retraining epochs after each pruning step; 1 keeps --method all to about half an hour "
-                             "on a CPU, more recovers more accuracy; 0 (no retraining) only with --dataset synthetic, "
+                        help="masked-retraining epochs after each pruning step; 1 keeps --method all under 40 minutes "
+                             "on a 2-core CPU with bf16, more recovers more accuracy; 0 (no retraining) only with --dataset synthetic, "
                              "as a smoke test (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=3, help="IMP rounds, at least 3 (default: %(default)s)")
     parser.add_argument("--lr", type=at_least(0, float, above=True), default=0.01,
