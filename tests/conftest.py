@@ -35,4 +35,3 @@ def ref(reference_dir):
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)
-
