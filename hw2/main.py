@@ -49,8 +49,9 @@ from hw2 import pruning  # noqa: E402
 from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
 from hw2.models import VGG13, build_model_for_images, make_pruning_permanent, prunable_weights  # noqa: E402
-from hw2.train import (add_run_args, at_least, default_batch_size, evaluate, fit, make_optimizer, make_scheduler,  # noqa: E402
-                       device_description, precision_name, prepare_model, resolve_device, scaled_lr, seed_everything, set_precision)
+from hw2.train import (LABEL_SMOOTHING, add_run_args, at_least, default_batch_size, evaluate, fit,  # noqa: E402
+                       make_optimizer, make_scheduler, device_description, precision_name, prepare_model, resolve_device,
+                       scaled_lr, seed_everything, set_precision)
 
 METHODS = ("omp", "imp")
 TARGETS = {"unstructured": 0.80, "filter": 0.40}  # overall sparsity each type must reach
@@ -455,7 +456,7 @@ def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[tor
         return prepare_model(model, device), f"loaded {shown(path)}"
     model = prepare_model(build_model_for_images(args.arch, data.num_classes, image_shape), device)
     fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
-        label_smoothing=0.1, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
+        label_smoothing=LABEL_SMOOTHING, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)
     return model, f"trained on {data.name} for {args.dense_epochs} epochs (no --pretrained given)"
 
 
@@ -476,7 +477,8 @@ def thinet_prune(model, ratios, iterations, args, device, train_loader, test_loa
         before = evaluate(model, test_loader, device)
         optimizer = make_optimizer(model, lr)
         scheduler = make_scheduler(optimizer, max(1, args.epochs * len(train_loader)))
-        history = pruning.masked_retrain(model, masks, optimizer, torch.nn.CrossEntropyLoss(), train_loader, test_loader,
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+        history = pruning.masked_retrain(model, masks, optimizer, loss_fn, train_loader, test_loader,
                                          args.epochs, device, scheduler, not args.no_progress)
         after = history[-1]["test_accuracy"] if history else before
         print(f"thinet step {step}: sparsity {sparsity:.4f}, accuracy {before:.2f}% -> {after:.2f}% after {args.epochs} epoch(s)")

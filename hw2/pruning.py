@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from hw2.models import copy_without_pruning, prunable_weights
-from hw2.train import evaluate, make_optimizer, make_scheduler, train_epoch
+from hw2.train import LABEL_SMOOTHING, evaluate, make_optimizer, make_scheduler, train_epoch
 
 SPARSITY_TYPES = ("unstructured", "filter")
 MIN_IMP_ITERATIONS = 3
@@ -195,7 +195,8 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         prune_ratio_dict: parameter name -> target ratio.
         train_loader, test_loader, device: as in ``masked_retrain``.
         epochs: retraining epochs.
-        lr: peak learning rate of the retraining (SGD, cosine decay).
+        lr: peak learning rate of the retraining (SGD, cosine decay; loss: cross-entropy with
+            label smoothing ``LABEL_SMOOTHING``, the loss the dense model was trained with).
         weight_decay: L2 penalty on conv/linear weights.
         progress: show progress bars.
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from hw2.models import copy_without_pruning, prunable_weights
-from hw2.train import evaluate, make_optimizer, make_scheduler, train_epoch
+from hw2.train import LABEL_SMOOTHING, evaluate, make_optimizer, make_scheduler, train_epoch
 
 SPARSITY_TYPES = ("unstructured", "filter")
 MIN_IMP_ITERATIONS = 3
@@ -350,7 +350,8 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         prune_ratio_dict: parameter name -> target ratio.
         train_loader, test_loader, device: as in ``masked_retrain``.
         epochs: retraining epochs.
-        lr: peak learning rate of the retraining (SGD, cosine decay).
+        lr: peak learning rate of the retraining (SGD, cosine decay; loss: cross-entropy with
+            label smoothing ``LABEL_SMOOTHING``, the loss the dense model was trained with).
         weight_decay: L2 penalty on conv/linear weights.
         progress: show progress bars.
 
@@ -419,11 +420,12 @@ def _prune_and_retrain(model, sparsity_type, ratios, step, train_loader, test_lo
 
 
 def _retrain_pruned(model, masks, train_loader, test_loader, epochs, device, lr, weight_decay, progress):
-    """Masked retraining with a fresh optimizer and cosine schedule; returns test accuracy (before, after)."""
+    """Masked retraining with a fresh optimizer, cosine schedule and the dense recipe's label smoothing;
+    returns test accuracy (before, after)."""
     before = evaluate(model, test_loader, device)
     optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
-    history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
+    history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING), train_loader, test_loader,
                              epochs, device, scheduler, progress)
     return before, history[-1]["test_accuracy"] if history else before
 # END SOLUTION
