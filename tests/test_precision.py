@@ -15,7 +15,7 @@ import torch
 from hw2 import train
 from hw2.checkpoint import load_checkpoint
 from hw2.data import make_loaders, make_synthetic
-from hw2.models import VGG13, build_model
+from hw2.models import VGG13, build_model, copy_without_pruning
 from hw2.train import evaluate, fit, prepare_model, set_precision
 
 NARROW = [8, 8, 16, 16, 32, 32, 32, 32, 32, 32]  # VGG13's layer names, 8x fewer channels: seconds on a CPU
@@ -66,6 +66,25 @@ def test_exact_evaluation_of_a_bf16_trained_model_equals_a_fresh_float32_load():
     assert f"{named:.2f}" == f"{evaluate(fresh, grader_loader, 'cpu', exact=True):.2f}"
     assert 10.0 < named  # it learned something: the comparison is not between two untrained models
 
+
+
+def test_exact_evaluation_works_right_after_pruning_a_channels_last_model():
+    """prune hooks leave a computed, non-leaf weight until the next forward; exact evaluation must not trip on it."""
+    from torch.nn.utils import prune
+    set_precision("bf16")
+    torch.manual_seed(0)
+    _, test_loader = make_loaders(make_synthetic(seed=0), 64, "cpu")
+    model = prepare_model(build_model("vgg13", num_classes=10, widths=NARROW), "cpu")  # channels_last weights
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            prune.custom_from_mask(module, "weight", torch.rand_like(module.weight) > 0.5)  # grad on: weight has a grad_fn
+    assert model.features[0].weight.grad_fn is not None
+    pruned = evaluate(model, test_loader, "cpu", exact=True)
+    set_precision("fp32")
+    plain = VGG13.from_state_dict({k: v.contiguous() for k, v in
+                                   copy_without_pruning(model).state_dict().items()})
+    assert pruned == evaluate(plain, test_loader, "cpu", exact=True)
+    assert hasattr(model.features[0], "weight_mask"), "the evaluated model keeps its masks"
 
 def _fit_run(state_path, epochs, stop_after_steps=None, resume=False):
     """Train NARROW VGG13 on synthetic data; optionally stop with KeyboardInterrupt after some steps."""
