@@ -454,6 +454,7 @@ def load_dense_model(args, data, device, train_loader, test_loader) -> tuple[tor
                 raise CheckpointError(f"{shown(path)} does not fit --arch {args.arch} on {data.name}: "
                                       f"{str(exc).strip().splitlines()[0]}") from None
         return prepare_model(model, device), f"loaded {shown(path)}"
+    seed_everything(args.seed)  # the same dense model for every --method (the config checks drew random numbers)
     model = prepare_model(build_model_for_images(args.arch, data.num_classes, image_shape), device)
     fit(model, train_loader, test_loader, args.dense_epochs, scaled_lr(0.2, train_loader.batch_size), device,
         label_smoothing=LABEL_SMOOTHING, warmup_fraction=0.1, desc="dense", progress=not args.no_progress)

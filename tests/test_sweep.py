@@ -90,3 +90,14 @@ def test_main_other_arch_without_config_says_which_flag_is_missing(reference_dir
     result = run_main(reference_dir, "--method", "omp", "--type", "unstructured", "--arch", "lenet5",
                       "--dataset", "synthetic", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "--config" in result.stderr
+
+
+def test_the_sweep_starts_from_the_same_dense_model_as_a_pruning_run(reference_dir, tmp_path):
+    """--seed alone decides the dense model trained from scratch, whatever --method drew before it."""
+    common = ("--arch", "lenet300_100", "--dataset", "synthetic", "--dense-epochs", "2", "--no-progress")
+    sweep = run_main(reference_dir, "--method", "sweep", "--sweep-ratios", "0", *common, "--out", str(tmp_path / "s"))
+    pruned = run_main(reference_dir, "--method", "omp", "--scope", "global", "--global-sparsity", "0.5", "--epochs", "1",
+                      *common, "--out", str(tmp_path / "p"))
+    assert sweep.returncode == 0 and pruned.returncode == 0, (sweep.stderr + pruned.stderr)[-3000:]
+    dense = [next(line for line in r.stdout.splitlines() if line.startswith("dense ")) for r in (sweep, pruned)]
+    assert dense[0] == dense[1]
