@@ -166,7 +166,7 @@ def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_lo
             if scheduler is not None:
                 scheduler.step()
             reapply()  # the step moved the pruned weights: put them back to zero
-            loss_sum += float(loss) * len(labels)
+            loss_sum += loss.item() * len(labels)
             right += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
         history.append({"loss": loss_sum / max(seen, 1), "accuracy": 100.0 * right / max(seen, 1),
