@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from torch.nn.utils import prune
 
 from hw2 import train
 from hw2.checkpoint import load_checkpoint
@@ -67,10 +68,8 @@ def test_exact_evaluation_of_a_bf16_trained_model_equals_a_fresh_float32_load():
     assert 10.0 < named  # it learned something: the comparison is not between two untrained models
 
 
-
 def test_exact_evaluation_works_right_after_pruning_a_channels_last_model():
     """prune hooks leave a computed, non-leaf weight until the next forward; exact evaluation must not trip on it."""
-    from torch.nn.utils import prune
     set_precision("bf16")
     torch.manual_seed(0)
     _, test_loader = make_loaders(make_synthetic(seed=0), 64, "cpu")
@@ -81,10 +80,10 @@ def test_exact_evaluation_works_right_after_pruning_a_channels_last_model():
     assert model.features[0].weight.grad_fn is not None
     pruned = evaluate(model, test_loader, "cpu", exact=True)
     set_precision("fp32")
-    plain = VGG13.from_state_dict({k: v.contiguous() for k, v in
-                                   copy_without_pruning(model).state_dict().items()})
+    plain = VGG13.from_state_dict({k: v.contiguous() for k, v in copy_without_pruning(model).state_dict().items()})
     assert pruned == evaluate(plain, test_loader, "cpu", exact=True)
     assert hasattr(model.features[0], "weight_mask"), "the evaluated model keeps its masks"
+
 
 def _fit_run(state_path, epochs, stop_after_steps=None, resume=False):
     """Train NARROW VGG13 on synthetic data; optionally stop with KeyboardInterrupt after some steps."""

@@ -425,8 +425,9 @@ def _retrain_pruned(model, masks, train_loader, test_loader, epochs, device, lr,
     before = evaluate(model, test_loader, device)
     optimizer = make_optimizer(model, lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, max(1, epochs * len(train_loader)))
-    history = masked_retrain(model, masks, optimizer, nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING), train_loader, test_loader,
-                             epochs, device, scheduler, progress)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    history = masked_retrain(model, masks, optimizer, loss_fn, train_loader, test_loader, epochs, device, scheduler,
+                             progress)
     return before, history[-1]["test_accuracy"] if history else before
 # END SOLUTION
 
