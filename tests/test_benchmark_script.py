@@ -1,10 +1,12 @@
-"""The training-speed benchmark runs and reports both paths (figures, not timing assertions)."""
+"""The benchmark scripts run and report their figures (figures, not timing assertions)."""
+import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
+from grader.batch import GradeRun
 from grader.solution import REPO_ROOT
 
 
@@ -44,3 +46,35 @@ def test_grade_time_batch_reports_throughput_and_peak_memory(tmp_path):
     assert figures["submissions"] == 2 and figures["jobs"] == 2 and "synthetic" in figures["data"]
     assert figures["seconds"] > 0 and figures["submissions_per_hour"] == pytest.approx(3600 * 2 / figures["seconds"], rel=0.01)
     assert figures["peak_memory_mb"] > 100  # at least the grader processes with torch imported
+
+
+def load_grade_time():
+    spec = importlib.util.spec_from_file_location("grade_time", REPO_ROOT / "benchmarks" / "grade_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seconds, status", [((40.0, 10.0, 30.0), 0), ((200.0, 190.0, 10.0), 1)])
+def test_grade_time_prints_each_grading_and_the_median_against_the_budget(tmp_path, monkeypatch, capsys, seconds, status):
+    """The export, the smoke run and the grading itself run for real in the --batch test; here, what is timed and printed."""
+    grade_time = load_grade_time()
+    made, graded = [], []
+    monkeypatch.setattr(grade_time, "export", lambda destination: made.append(destination) or destination)
+    monkeypatch.setattr(grade_time.subprocess, "run", lambda command, **kwargs: made.append(command))
+    times = iter(seconds)
+
+    def grade(submission, results_path, pytest_args=()):
+        graded.append((submission, results_path, list(pytest_args)))
+        return GradeRun(submission.name, "graded", {"score": 100.0}, next(times))
+
+    monkeypatch.setattr(grade_time, "grade_submission", grade)
+    assert grade_time.main(["--repeat", "3"]) == status
+    out = capsys.readouterr().out
+    assert len(graded) == 3 and len({path for _, path, _ in graded}) == 3  # each grading writes its own results.json
+    assert all(args == ["--dataset", "synthetic"] and submission == made[0] for submission, _, args in graded)
+    assert "--dataset" in made[1] and "synthetic" in made[1]  # the run outputs come from the smoke run
+    for i, s in enumerate(seconds, start=1):
+        assert f"grading {i}: {s:.1f} s, score 100" in out
+    median = sorted(seconds)[1]
+    assert f"median {median:.1f} s over 3 run(s) (budget {grade_time.BUDGET_SECONDS} s)" in out
