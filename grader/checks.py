@@ -35,13 +35,14 @@ class Credit:
 
     def fail(self, message: str):
         """Stop the test now; checks recorded so far still count."""
-        raise GradeFailure("\n".join([f"- {m}" for _, ok, m in self.checks if not ok] + [f"- {message}"]))
+        failed = [m for _, ok, m in self.checks if not ok] + [message]
+        raise GradeFailure("\n".join(f"- {m}" for m in dict.fromkeys(failed)))  # each message once
 
     def verify(self) -> None:
         """End of the test: fail with every failed check's message, if any."""
         failed = [message for _, ok, message in self.checks if not ok]
         if failed:
-            raise GradeFailure("\n".join(f"- {m}" for m in failed))
+            raise GradeFailure("\n".join(f"- {m}" for m in dict.fromkeys(failed)))  # each message once
 
     def require(self, result, function: str):
         """The probe's value, or stop the test with zero points: the student code did not run to the end."""

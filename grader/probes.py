@@ -12,6 +12,7 @@ student's ``hw2`` only after putting the submission first on ``sys.path``.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import torch
@@ -152,6 +153,8 @@ YAML_REJECTIONS = {
     "ratio_negative": ("a negative ratio", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: -0.2\n"),
     "ratio_not_a_number": ("a ratio that is not a number ('50%')",
                            "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 50%\n"),
+    "ratio_quoted": ("a ratio given as a string (\"0.5\" in quotes)",
+                     "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: \"0.5\"\n"),
     "duplicate_layer": ("a layer named twice",
                         "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 0.5\n  features.0.weight: 0.7\n"),
     "no_mapping": ("no prune_ratios mapping", "ratios:\n  features.0.weight: 0.5\n"),
@@ -180,7 +183,11 @@ def _tensor_cases(kind: str) -> list[tuple[torch.Tensor, float]]:
                 (torch.randn(100, generator=gen), 0.333),  # 33.3 entries: floor 33 or ceil 34 both accepted
                 (torch.randn(6, 5, generator=gen), 0.0),
                 (ties, 0.6),
-                (torch.randn(12, 10, generator=gen) * torch.linspace(0.1, 3, 12).view(-1, 1), 0.9)]
+                (torch.randn(12, 10, generator=gen) * torch.linspace(0.1, 3, 12).view(-1, 1), 0.9),
+                (torch.randn(10, generator=gen), 0.96),  # floor 9 or ceil 10: all but one, or all
+                # the layouts training gives weights: channels_last (bf16 runs) and a transposed view
+                (torch.randn(6, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last), 0.5),
+                (torch.randn(10, 12, generator=gen).t(), 0.4)]
     # filter cases; the last one ranks differently by L1 and by L2 norm (one big weight vs many small ones)
     l1_vs_l2 = torch.zeros(6, 1, 3, 3)
     for i in range(0, 6, 2):
@@ -191,7 +198,9 @@ def _tensor_cases(kind: str) -> list[tuple[torch.Tensor, float]]:
             (torch.randn(12, 6, 3, 3, generator=gen), 0.4),
             (torch.randn(6, 5, generator=gen), 0.5),
             (torch.randn(5, 8, 3, 3, generator=gen), 0.0),
-            (l1_vs_l2, 0.5)]
+            (l1_vs_l2, 0.5),
+            (torch.randn(10, 2, 3, 3, generator=gen), 0.96),  # floor 9 or ceil 10 filters
+            (torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last), 0.5)]
 
 
 def mask_function(kind: str) -> list[dict]:
@@ -222,12 +231,72 @@ def apply_pruning(sparsity_type: str) -> dict:
         if index is not None:
             module = model.features[index + 1]
             bn[name] = {"weight": module.weight.detach().clone(), "bias": module.bias.detach().clone()}
-    # Pruning again with larger ratios must prune further (what IMP relies on).
+    # Pruning again with larger ratios must prune further (what IMP relies on), ranking the weights as they are
+    # then: first some kept weights shrink, as retraining moves them, below the magnitudes of the pruned ones.
     larger = {name: min(0.9, ratio + 0.2) for name, ratio in ratios.items()}
+    shrink_kept_weights(model, ratios, sparsity_type)
+    current = weights_of(model)
     again = call(pruning.apply_pruning, model, sparsity_type, dict(larger)) if "value" in result else {"raised": "skipped"}
+    # The student's own mask function on the same weights: apply_pruning is judged against its counts too, so that a
+    # count bug in unstructured_prune / filter_prune costs points in its own test only.
+    function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
+    own = {name: _own_zero_count(function, before[name], ratio, sparsity_type) for name, ratio in ratios.items()}
+    own_again = {name: _own_zero_count(function, current[name], ratio, sparsity_type) for name, ratio in larger.items()}
     result.update(ratios=dict(ratios), before=before, after=after, bn=bn, larger_ratios=larger,
-                  again_raised=again.get("raised"), after_again=weights_of(model))
+                  again_raised=again.get("raised"), after_again=weights_of(model), own_counts=own,
+                  own_counts_again=own_again)
     return result
+
+
+def _own_zero_count(function, weight: torch.Tensor, ratio: float, sparsity_type: str) -> int | None:
+    """Zeros (entries, or whole filters) in the mask the student's own function gives; None if it gives none."""
+    mask = call(function, weight.clone(), ratio).get("value")
+    if not isinstance(mask, torch.Tensor):
+        return None
+    try:
+        mask = torch.broadcast_to(mask.reshape(-1, *([1] * (weight.dim() - 1))) if mask.numel() == weight.shape[0]
+                                  and mask.dim() <= 1 and sparsity_type == "filter" else mask, weight.shape)
+    except RuntimeError:
+        return None
+    if sparsity_type == "unstructured":
+        return int((mask == 0).sum())
+    return int((mask.reshape(weight.shape[0], -1) == 0).all(dim=1).sum())
+
+
+def shrink_kept_weights(model: nn.Module, names, sparsity_type: str, factor: float = 0.01) -> None:
+    """Scale every third kept weight (or kept filter) of each named layer by ``factor``, wherever the model keeps it.
+
+    Stands in for retraining between two pruning calls: a second call must rank the weights as they are now, and a
+    function that ranks stale values (the unmasked ``weight_orig``, the first call's copy) prunes the wrong ones.
+    Every parameter of the layer's module with the weight's shape is scaled (the weight itself, or ``weight_orig``,
+    or a parametrization's ``original``), then one forward pass refreshes weights that hooks compute.
+    """
+    from hw2.models import prunable_weights
+
+    current = prunable_weights(model)
+    with torch.no_grad():
+        for name in names:
+            module = model.get_submodule(name.rpartition(".")[0])
+            weight = current[name].detach()
+            if sparsity_type == "unstructured":
+                kept = (weight != 0).flatten().nonzero().flatten()
+                chosen = torch.zeros(weight.numel(), dtype=torch.bool)
+                chosen[kept[::3]] = True
+                chosen = chosen.view_as(weight)
+            else:
+                kept = (weight.flatten(1) != 0).any(dim=1).nonzero().flatten()
+                rows = torch.zeros(weight.shape[0], dtype=torch.bool)
+                rows[kept[::3]] = True
+                chosen = rows.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight)
+            scale = torch.where(chosen, torch.full_like(weight, factor), torch.ones_like(weight))
+            for parameter in module.parameters():
+                if parameter.shape == weight.shape:
+                    parameter.mul_(scale.to(parameter.dtype))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    model.train(was_training)
 
 
 def _model_with_known_zeros() -> nn.Module:
@@ -245,6 +314,7 @@ def _model_with_known_zeros() -> nn.Module:
                 module.weight[: module.num_features // 2] = 0  # counting BatchNorm would change the answer
                 module.bias[:1] = 0
         model.classifier.bias[:5] = 0
+        model.features[3].weight[1, 0, 0, :] = 1e-9  # tiny but not zero: not pruned (isclose(w, 0) would say so)
     return model
 
 
@@ -288,30 +358,174 @@ def masked_retrain(state: str) -> dict:
     train_loader, test_loader = tiny_loaders(seed=8)
     before = weights_of(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    steps = []
+    optimizer.register_step_post_hook(lambda *_: steps.append(1))  # was the caller's optimizer the one that trained?
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
                   nn.CrossEntropyLoss(), train_loader, test_loader, 1, DEVICE)
-    result.update(state=state, masks=masks, before=before, after=weights_of(model))
+    result.update(state=state, masks=masks, before=before, after=weights_of(model), optimizer_steps=len(steps),
+                  batches=len(train_loader))
     return result
 
 
-def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1) -> dict:
-    """OMP or IMP on the tiny model with tiny data: the log and the weights before and after."""
+# OMP and IMP targets: the per-layer ratios plus one layer pruned hard (the real 0.80 configs prune some layers
+# past 0.9), where schedules that overshoot before the last round show it.
+METHOD_RATIOS = {"unstructured": {**TINY_RATIOS, "features.28.weight": 0.92},
+                 "filter": {**TINY_FILTER_RATIOS, "features.28.weight": 0.9}}
+GRADED_HELPERS = ("unstructured_prune", "filter_prune", "apply_pruning", "test_sparsity", "masked_retrain")
+
+
+def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1, helpers: str = "own") -> dict:
+    """OMP or IMP on the tiny model with tiny data: the log, the weights before and after, the sparsity levels
+    (zeros per layer) the model was trained at, in order, and the passes over the training data.
+
+    ``helpers="grader"`` runs it with the grader's own versions of the functions graded in their own tests
+    (``GRADED_HELPERS``) in place of the student's: a defect in one of those costs points in its own test, and the
+    OMP / IMP tests judge what OMP / IMP themselves do.
+    """
     from hw2 import pruning
 
-    model = tiny_vgg(seed=9)
-    train_loader, test_loader = tiny_loaders(seed=9)
-    ratios = dict(TINY_RATIOS if sparsity_type == "unstructured" else TINY_FILTER_RATIOS)  # the probe's own targets
-    before = weights_of(model)
-    common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
-    if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
-        result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
-    else:
-        result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations, **common)
-    result.update(ratios=ratios, before=before, after=weights_of(model))
-    if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
-        mask_function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
-        result["own_masks"] = {name: call(mask_function, before[name].clone(), ratio) for name, ratio in ratios.items()}
-    return result
+    saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
+    if helpers == "grader":
+        for name in GRADED_HELPERS:
+            setattr(pruning, name, GRADER_HELPERS[name])
+    try:
+        model = tiny_vgg(seed=9)
+        train_loader, test_loader = tiny_loaders(seed=9)
+        ratios = dict(METHOD_RATIOS[sparsity_type])  # the probe's own targets
+        before = weights_of(model)
+        levels, passes = [], []
+        model.register_forward_hook(functools.partial(_record_level, levels))  # picklable, unlike a lambda
+
+        class CountingLoader(type(train_loader)):  # the same loader, counting the passes over it
+            def __iter__(self):
+                passes.append(1)
+                return super().__iter__()
+
+        train_loader.__class__ = CountingLoader
+        common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
+        if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
+            result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
+        else:
+            result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations,
+                          **common)
+        after = weights_of(model)
+        result.update(ratios=ratios, before=before, after=after, helpers=helpers, trained_levels=levels,
+                      training_passes=len(passes),
+                      final_level=[int((w == 0).sum()) for w in after.values()])
+        if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
+            mask_function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
+            result["own_masks"] = {name: call(mask_function, before[name].clone(), ratio) for name, ratio in ratios.items()}
+        return result
+    finally:
+        for name, function in saved.items():
+            setattr(pruning, name, function)
+
+
+def _record_level(levels: list, model: nn.Module, inputs, output) -> None:
+    """On a training forward pass (also of a deep copy of the model, which copies this hook): zeros per layer."""
+    from hw2.models import prunable_weights
+
+    if model.training and torch.is_grad_enabled():
+        level = [int((w == 0).sum()) for w in prunable_weights(model).values()]
+        if not levels or levels[-1] != level:
+            levels.append(level)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grader's own versions of the helpers OMP and IMP call (used only with helpers="grader")
+# ---------------------------------------------------------------------------------------------
+def _grader_unstructured_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    flat = tensor.detach().abs().reshape(-1)
+    mask = torch.ones(flat.numel(), dtype=tensor.dtype, device=tensor.device)
+    mask[torch.argsort(flat, stable=True)[:int(round(sparsity * flat.numel()))]] = 0
+    return mask.reshape(tensor.shape)
+
+
+def _grader_filter_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    norms = tensor.detach().reshape(tensor.shape[0], -1).norm(dim=1)
+    keep = torch.ones(tensor.shape[0], dtype=tensor.dtype, device=tensor.device)
+    keep[torch.argsort(norms, stable=True)[:int(round(sparsity * tensor.shape[0]))]] = 0
+    return keep.reshape(-1, *([1] * (tensor.dim() - 1))).expand(tensor.shape).clone()
+
+
+def _storage(module: nn.Module, tensor_name: str) -> torch.Tensor:
+    """Where a (possibly hooked or parametrized) tensor's values live."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(module, tensor_name):
+        return module.parametrizations[tensor_name].original
+    return getattr(module, f"{tensor_name}_orig", None) if hasattr(module, f"{tensor_name}_orig") \
+        else getattr(module, tensor_name)
+
+
+def _grader_attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
+    from torch.nn.utils import prune
+
+    module_name, _, tensor_name = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    with torch.no_grad():
+        _storage(module, tensor_name).mul_(mask.to(_storage(module, tensor_name)))
+    if hasattr(module, f"{tensor_name}_orig"):
+        prune.remove(module, tensor_name)  # keeps the same Parameter object: optimizers still hold it
+    prune.custom_from_mask(module, tensor_name, mask)
+
+
+def _grader_apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict) -> dict:
+    from hw2.models import prunable_weights
+
+    if sparsity_type not in ("unstructured", "filter"):
+        raise ValueError(f"unknown sparsity_type {sparsity_type!r}")
+    current = prunable_weights(model)
+    masks = {}
+    for name, ratio in dict(prune_ratio_dict).items():
+        module_name, _, tensor_name = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        weight = (module.weight_orig * module.weight_mask if hasattr(module, "weight_mask") else current[name]).detach()
+        function = _grader_unstructured_prune if sparsity_type == "unstructured" else _grader_filter_prune
+        masks[name] = function(weight, ratio)
+        _grader_attach(model, name, masks[name])
+        if sparsity_type == "filter" and name.startswith("features."):
+            keep = masks[name].reshape(masks[name].shape[0], -1)[:, 0].clone()
+            for bn_tensor in ("weight", "bias"):
+                bn_name = f"features.{int(name.split('.')[1]) + 1}.{bn_tensor}"
+                masks[bn_name] = keep.clone()
+                _grader_attach(model, bn_name, keep)
+    return masks
+
+
+def _grader_test_sparsity(model: nn.Module, sparsity_type: str = "unstructured") -> dict:
+    from hw2.models import prunable_weights
+
+    weights = {n: w.detach() for n, w in prunable_weights(model).items()}
+    report = {"overall": sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values()),
+              "layers": {n: float((w == 0).float().mean()) for n, w in weights.items()}}
+    if sparsity_type == "filter":
+        report["zero_filters"] = {n: int((w.reshape(w.shape[0], -1) == 0).all(dim=1).sum()) for n, w in weights.items()}
+    return report
+
+
+def _grader_masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_loader, num_epochs, device,
+                           scheduler=None, progress=True) -> list:
+    from hw2.train import evaluate, train_epoch
+
+    def reapply():
+        with torch.no_grad():
+            for name, mask in prune_masks.items():
+                module_name, _, tensor_name = name.rpartition(".")
+                storage = _storage(model.get_submodule(module_name), tensor_name)
+                storage.mul_(mask.to(storage))
+
+    log = []
+    for _ in range(num_epochs):
+        stats = train_epoch(model, train_loader, optimizer, loss_fn, device, scheduler=scheduler, after_step=reapply,
+                            progress=False)
+        log.append({**stats, "test_accuracy": evaluate(model, test_loader, device)})
+    return log
+
+
+GRADER_HELPERS = {"unstructured_prune": _grader_unstructured_prune, "filter_prune": _grader_filter_prune,
+                  "apply_pruning": _grader_apply_pruning, "test_sparsity": _grader_test_sparsity,
+                  "masked_retrain": _grader_masked_retrain}
 
 
 def imp_too_few_iterations() -> dict:
@@ -334,7 +548,8 @@ def compact(permanent: bool) -> dict:
 
     model = tiny_vgg(seed=12)
     ratios = {f"features.{i}.weight": r for i, r in zip((0, 3, 7, 10, 14, 17, 21, 24, 28, 31),
-                                                        (0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.5, 0.25))}
+                                                        (0.75, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.5, 0.25))}
+    # features.0 keeps 1 of its 4 filters: a one-channel layer must still work (no squeeze() to a 0-d index)
     masks = grader_filter_masks(model, ratios)
     attach_masks(model, masks)
     if permanent:
@@ -379,6 +594,7 @@ def plot_mask(workdir: str) -> dict:
     weight = torch.randn(6, 4, 3, 3, generator=gen)  # 6 filters, 36 columns: a transposed image has another shape
     weight[weight.abs() < 0.6] = 0
     weight[2] = 0  # one pruned filter
+    weight[4, 1, 0, :] = 1e-6  # tiny but kept: the image shows weight != 0, not a magnitude threshold
     results = {"weight": weight.clone(), "path": str(Path(workdir) / "mask.png")}
     results.update(call(pruning.plot_mask, weight, results["path"], title="features.0.weight"))
     linear = torch.randn(5, 7, generator=gen)
@@ -395,12 +611,42 @@ PLOT_RECORDS = [{"label": "Omp_unstructured", "sparsity": 0.7994, "accuracy": 91
 
 
 def plot_sparsity(workdir: str) -> dict:
+    """The returned points, and the points the saved figure draws (every line's and scatter's data, per axes)."""
+    from matplotlib.figure import Figure
+
     from hw2 import pruning
 
     path = str(Path(workdir) / "sparsity_vs_accuracy.png")
-    result = call(pruning.plot_sparsity_vs_accuracy, copy.deepcopy(PLOT_RECORDS), path, 93.0)
-    result.update(records=PLOT_RECORDS, path=path)
+    saved = []
+    original = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):  # plt.savefig and fig.savefig both end here
+        saved.append(figure)
+        return original(figure, *args, **kwargs)
+
+    Figure.savefig = savefig
+    try:
+        result = call(pruning.plot_sparsity_vs_accuracy, copy.deepcopy(PLOT_RECORDS), path, 93.0)
+    finally:
+        Figure.savefig = original
+    result.update(records=PLOT_RECORDS, path=path, drawn=drawn_points(saved[-1]) if saved else None)
     return result
+
+
+def drawn_points(figure) -> list[list[float]]:
+    """(x, y) of every vertex of every line and every scatter point in the figure's axes, in data coordinates."""
+    import numpy as np
+
+    points = []
+    for axes in figure.axes:
+        for line in axes.get_lines():
+            xy = np.asarray(line.get_xydata(), dtype=float).reshape(-1, 2)
+            if line.get_transform() == axes.transData:  # not axhline's axes-fraction x
+                points += xy.tolist()
+        for collection in axes.collections:
+            offsets = np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)
+            points += offsets.tolist()
+    return [p for p in points if all(np.isfinite(p))]
 
 
 def recompute_masks(pretrained: str, sparsity_type: str, ratios: dict) -> dict:

@@ -43,8 +43,9 @@ def test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files(probe
     cases = credit.require(probe("read_yaml", SHORT, workdir=probe_dir), "read_prune_ratios_from_yaml")
     valid = cases["valid"]
     expected = {"features.0.weight": 0.5, "features.14.weight": 0.75, "features.31.weight": 0.0, "classifier.weight": 0.25}
-    credit.check("value" in valid and isinstance(valid["value"], dict) and valid["value"] == expected,
-                 "a valid file: the returned dict is not the file's prune_ratios mapping (name -> float ratio)"
+    credit.check("value" in valid and isinstance(valid["value"], dict) and list(valid["value"].items()) == list(expected.items()),
+                 "a valid file: the returned dict is not the file's prune_ratios mapping (name -> float ratio, in file "
+                 "order)"
                  + (f"; it raised {valid['raised']}: {valid['message']}" if "raised" in valid else ""), weight=3)
     for case, (what, _) in YAML_REJECTIONS.items():  # every rejection the docstring promises, together worth the valid file
         result = cases[case]
@@ -94,10 +95,18 @@ def _ranked_cases(credit, cases: list, function: str, per_filter: bool) -> list:
     judged = [(i, case, _full_mask(case.get("value"), tuple(case["input"].shape), per_filter))
               for i, case in enumerate(cases, 1) if "raised" not in case]
     judged = [(i, case, mask) for i, case, mask in judged if mask is not None]
+    if per_filter:  # masks that are not whole filters cost points in the count test; the ranking is judged elsewhere
+        whole = [(i, case, mask) for i, case, mask in judged if _whole_filters(mask)]
+        judged = whole or judged
     if not judged:
         first = next((case for case in cases if "raised" in case), None)
         credit.fail(f"{function} {_raised(first)}" if first else f"{function} returned no mask that fits its input")
     return judged
+
+
+def _whole_filters(mask: torch.Tensor) -> bool:
+    rows = mask.reshape(mask.shape[0], -1)
+    return bool(((rows == 0).all(dim=1) | (rows == 1).all(dim=1)).all())
 
 
 @pytest.mark.points(2)
@@ -143,7 +152,8 @@ def test_filter_prune_ranks_filters_by_l2_norm(probe, credit):
     cases = _mask_cases(probe, credit, "filter")
     for i, case, mask in _ranked_cases(credit, cases, "filter_prune", per_filter=True):
         credit.check(kept_rows_by_norm(case["input"], mask),
-                     f"case {i}: a pruned filter has a larger L2 norm than a kept one (or filters are not whole)")
+                     f"case {i}: a pruned filter has a larger L2 norm than a kept one"
+                     + ("" if _whole_filters(mask) else " (or its filters are not whole)"))
     credit.verify()
 
 
@@ -172,8 +182,12 @@ def test_apply_pruning_masks_each_layer_to_its_own_ratio(probe, credit):
             credit.check(not disagree, f"{where}: the weights are not zero exactly where the returned mask is 0 in "
                                        f"{', '.join(disagree)}")
         # 3. each layer at its own ratio, the others untouched
+        # (the count the student's own unstructured_prune / filter_prune gives is accepted: its count bugs cost points
+        # in its own test)
         counts = layer_zero_counts(after, sparsity_type)
-        wrong = [n for n in ratios if not count_in_range(counts[n], *_units(before[n], sparsity_type), ratios[n])]
+        own = value.get("own_counts", {})
+        wrong = [n for n in ratios if not count_in_range(counts[n], *_units(before[n], sparsity_type), ratios[n])
+                 and counts[n] != own.get(n)]
         changed = [n for n in before if n not in ratios and not torch.equal(after[n], before[n])]
         credit.check(not wrong, f"{where}: not pruned to the layer's own ratio (floor or ceil of ratio x "
                                 f"{'weights' if sparsity_type == 'unstructured' else 'filters'}): "
@@ -186,10 +200,12 @@ def test_apply_pruning_masks_each_layer_to_its_own_ratio(probe, credit):
             credit.check(False, f"{where}: a second call with larger ratios (what IMP does) raised {value['again_raised']}")
         elif right:
             counts = layer_zero_counts(value["after_again"], sparsity_type)
+            own = value.get("own_counts_again", {})
             short = [n for n in right if not count_in_range(counts[n], *_units(before[n], sparsity_type),
-                                                            value["larger_ratios"][n])]
-            credit.check(not short, f"{where}: after a second call with larger ratios (what IMP does), not at the new "
-                                    "ratio: " + ", ".join(f"{n} ({counts[n]} {unit})" for n in short))
+                                                            value["larger_ratios"][n]) and counts[n] != own.get(n)]
+            credit.check(not short, f"{where}: after some kept weights shrank (as retraining moves them) and a second "
+                                    "call with larger ratios (what IMP does), not at the new ratio of the weights as "
+                                    "they were then: " + ", ".join(f"{n} ({counts[n]} {unit})" for n in short))
     credit.verify()
 
 
@@ -233,20 +249,46 @@ def test_sparsity_report_counts_conv_and_linear_weights_only(probe, credit):
         zeros = sum(int((w == 0).sum()) for w in weights.values())
         total = sum(w.numel() for w in weights.values())
         overall = report.get("overall") if isinstance(report, dict) else None
-        credit.check(isinstance(overall, (int, float)) and math.isclose(overall, zeros / total, abs_tol=1e-6),
+        credit.check(_is_number(overall) and math.isclose(overall, zeros / total, abs_tol=1e-6),
                      f"{label}: 'overall' must be zero weights / all weights of the Conv2d and Linear layers "
-                     "(BatchNorm and biases not counted)")
+                     "(BatchNorm and biases not counted)" + _observed(overall, zeros / total))
         layers = report.get("layers") if isinstance(report, dict) else None
-        credit.check(isinstance(layers, dict) and set(layers) == set(weights)
-                     and all(isinstance(layers[n], (int, float)) and math.isclose(layers[n], float((w == 0).float().mean()), abs_tol=1e-6)
-                             for n, w in weights.items()),
-                     f"{label}: 'layers' must map every Conv2d/Linear weight name to its fraction of zeros")
+        if not isinstance(layers, dict):
+            credit.check(False, f"{label}: 'layers' must be a dict mapping every Conv2d/Linear weight name to its "
+                                f"fraction of zeros; it is {type(layers).__name__}")
+        else:
+            fractions = {n: float((w == 0).float().mean()) for n, w in weights.items()}
+            missing, extra = sorted(set(weights) - set(layers)), sorted(set(layers) - set(weights))
+            typed = [n for n in weights if n in layers and not _is_number(layers[n])]
+            off = [n for n in weights if n in layers and _is_number(layers[n])
+                   and not math.isclose(layers[n], fractions[n], abs_tol=1e-6)]
+            credit.check(not (missing or extra or typed or off),
+                         f"{label}: 'layers' must map every Conv2d/Linear weight name to its fraction of zeros (a float)"
+                         + (f"; missing: {', '.join(missing)}" if missing else "")
+                         + (f"; not Conv2d/Linear weights: {', '.join(extra)}" if extra else "")
+                         + (f"; not a number: {', '.join(typed)} ({type(layers[typed[0]]).__name__})" if typed else "")
+                         + (f"; wrong value for {', '.join(off)}" + _observed(layers[off[0]], fractions[off[0]]) if off else ""))
         if sparsity_type == "filter":
             counts = report.get("zero_filters") if isinstance(report, dict) else None
             expected = {n: int((w.flatten(1) == 0).all(dim=1).sum()) for n, w in weights.items()}
-            credit.check(isinstance(counts, dict) and all(counts.get(n) == c for n, c in expected.items()),
-                         "filter: 'zero_filters' must count, per layer, the output filters whose weights are all zero")
+            wrong = [n for n, c in expected.items() if not isinstance(counts, dict) or counts.get(n) != c]
+            credit.check(not wrong, "filter: 'zero_filters' must count, for every Conv2d and Linear weight (a Linear's "
+                                    "rows are its filters), the output filters whose weights are all zero; wrong or "
+                                    f"missing: {', '.join(wrong)}")
     credit.verify()
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _observed(value, expected: float) -> str:
+    """What was seen, when it explains itself: a percentage for a fraction."""
+    if _is_number(value) and expected > 0 and math.isclose(value, 100 * expected, rel_tol=1e-4):
+        return " (it looks like a percentage: give the fraction, 0 to 1)"
+    if not _is_number(value):
+        return f" (it is {type(value).__name__}, not a number)"
+    return ""
 
 
 RETRAIN_LABELS = {"plain": f"{TINY} with its pruned weights set to zero by the grader (plain parameters, no hooks)",
@@ -276,16 +318,13 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         credit.check(not regrown, f"{label}: weights whose mask is 0 are no longer zero after retraining in "
                                   f"{', '.join(regrown)}: masked_retrain must keep them zero itself, from prune_masks",
                      weight=2)
-        credit.check(not frozen, f"{label}: the unpruned weights did not change in {', '.join(frozen)}: masked_retrain "
-                                 "must train the model for num_epochs with the given optimizer")
+        steps = value.get("optimizer_steps", 0)
+        credit.check(not frozen and steps > 0,
+                     f"{label}: the unpruned weights did not change in {', '.join(frozen)}: masked_retrain must train "
+                     "the model for num_epochs with the given optimizer" if frozen else
+                     f"{label}: the optimizer passed to masked_retrain never stepped: train with it (its learning rate, "
+                     "weight decay and scheduler are the caller's choice), not with an optimizer of your own")
     credit.verify()
-
-
-def _prune_log_checks(credit, value, label):
-    log = value["value"]
-    credit.check(isinstance(log, list) and all(isinstance(e, dict) for e in log),
-                 f"{label}: must return a list with one dict per pruning step")
-    return log if isinstance(log, list) else []
 
 
 def _final_counts_ok(value, sparsity_type) -> list[str]:
@@ -300,27 +339,107 @@ def _kept_moved(value) -> bool:
     return bool(changed) and min(changed) > 0.5
 
 
+def _unchanged(value) -> bool:
+    return all(torch.equal(value["after"][n], value["before"][n]) for n in value["before"])
+
+
+GIVEN_MODEL_UNCHANGED = ("the model it was given is unchanged afterwards: prune and retrain that model in place "
+                         "(not a copy)")
+
+
+def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1) -> list[tuple[float, bool, str]]:
+    """OMP's or IMP's checks on one probe result, always the same list (weight, passed, message), so that two runs
+    (with the student's helpers and with the grader's) can be compared check by check."""
+    name = "oneshot_magnitude_prune" if method == "omp" else "iterative_magnitude_prune"
+    where = (f"{sparsity_type}, on {TINY}" if method == "omp" else
+             f"{sparsity_type}, iterations={iterations}, on {TINY}")
+    if not result.ok or "raised" in result.value:  # nothing to judge: every check of this case fails, with one message
+        why = result.explain(name) if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
+        return [(1, False, f"{where}: {why}")] * (5 if method == "omp" else 8)
+    value = result.value
+    log = value["value"]
+    entries = isinstance(log, list) and all(isinstance(e, dict) for e in log)
+    log = log if isinstance(log, list) else []
+    unchanged = _unchanged(value)
+    wrong = _final_counts_ok(value, sparsity_type)
+    unit = "weights" if sparsity_type == "unstructured" else "filters"
+    checks = [(1, entries, f"{where}: {name} must return a list with one dict per pruning step")]
+    if method == "omp":
+        checks.append((1, len(log) == 1, f"{where}: one-shot pruning must prune once (one log entry), got {len(log)}"))
+        checks.append((1, not wrong, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                      f"after OMP each layer must be at its target ratio with the pruned weights still zero; wrong "
+                      f"layers: {', '.join(wrong) or 'none'}")))
+        late = [n for n in _not_pruned_from_given_weights(value, sparsity_type) if n not in wrong]  # counts judged above
+        function = "unstructured_prune" if sparsity_type == "unstructured" else "filter_prune"
+        checks.append((1, not late, f"{where}: in {', '.join(late)}, the pruned {unit} are not those your {function} "
+                                    "picks from the weights OMP was given: prune them first, then retrain"))
+        checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                      "the unpruned weights did not change: OMP must retrain after pruning")))
+        return checks
+    checks.append((1, len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}"))
+    schedules = [e.get("ratios") if isinstance(e, dict) else None for e in log]
+    targets = value["ratios"]
+    has_ratios = bool(log) and all(isinstance(s, dict) and set(s) == set(targets) for s in schedules)
+    numbers = has_ratios and all(isinstance(s[n], (int, float)) and not isinstance(s[n], bool)
+                                 for s in schedules for n in s)
+    no_ratios = f"{where}: each log entry needs 'ratios' with every layer of the target, as numbers"
+    rising = numbers and all(a[n] < b[n] if targets[n] > 0 else a[n] <= b[n]
+                             for a, b in zip(schedules, schedules[1:]) for n in a)
+    checks.append((1, rising, f"{where}: each layer's ratio must rise every round" if numbers else no_ratios))
+    overshoot = numbers and any(s[n] > targets[n] + 1e-9 for s in schedules for n in s)
+    checks.append((1, numbers and not overshoot,
+                   f"{where}: a round's ratio went past the layer's target" if numbers else no_ratios))
+    landed = numbers and all(math.isclose(schedules[-1][n], t, abs_tol=1e-9) for n, t in targets.items())
+    first_below = numbers and all(s[n] < targets[n] for s in schedules[:1] for n in s if targets[n] > 0)
+    checks.append((1, landed and first_below,
+                   (f"{where}: the last round's ratios must equal the targets (to 1e-9)" if not landed else
+                    f"{where}: the first round must prune less than the target (that is what makes it iterative)")
+                   if numbers else no_ratios))
+    checks.append((1, not wrong, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                  f"after the last round each layer must be at its target ratio; wrong layers: {', '.join(wrong) or 'none'}")))
+    # Retrained every round: trained after the last pruning, and at as many sparsity levels as rounds (or, where
+    # small layers round two rounds to the same counts, with at least one pass over the training data per round).
+    levels = {tuple(level) for level in value.get("trained_levels", [])}
+    last = tuple(value.get("final_level", ())) in levels
+    passes = value.get("training_passes", 0)
+    retrained = last and (len(levels) >= iterations or passes >= iterations)
+    checks.append((1, retrained, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                  ("the model was not trained after its last pruning" if not last else
+                   f"the model was trained at {len(levels)} sparsity level(s) in {passes} pass(es) over the data")
+                  + f": retrain after each of the {iterations} rounds")))
+    checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                  "the unpruned weights did not change: retrain after each round")))
+    return checks
+
+
+def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> None:
+    """Record OMP's / IMP's checks.  A check that fails with the student's helpers but passes when the grader's own
+    helpers (mask functions, apply_pruning, test_sparsity, masked_retrain) stand in for them is a defect of a helper,
+    graded in that helper's own test: it costs nothing here."""
+    iterations = kwargs.get("iterations", 1)
+    own = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **kwargs),
+                         sparsity_type, iterations)
+    if all(ok for _, ok, _ in own):
+        credit.checks.extend(own)
+        return
+    graders = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type,
+                                           helpers="grader", **kwargs), sparsity_type, iterations)
+    rescued = []
+    for (weight, ok, message), (_, ok_with_graders, _) in zip(own, graders):
+        credit.check(ok or ok_with_graders, message, weight=weight)
+        if not ok and ok_with_graders:
+            rescued.append(message)
+    if rescued:
+        name = "OMP" if method == "omp" else "IMP"
+        credit.note(f"{sparsity_type}: with your helpers, {name} failed: " + "; ".join(dict.fromkeys(rescued))
+                    + f". With the grader's own versions of the functions it calls (graded in their own tests) in "
+                    f"place of yours, your {name} passes this, so it costs points only there.")
+
+
 @pytest.mark.points(5)
 def test_oneshot_prunes_once_to_target_and_retrains(probe, credit):
     for sparsity_type in ("unstructured", "filter"):
-        result = probe("prune_method", TRAINING, method="omp", sparsity_type=sparsity_type)
-        if not result.ok or "raised" in result.value:
-            why = result.explain("oneshot_magnitude_prune") if not result.ok else \
-                f"it raised {result.value['raised']}: {result.value['message']}"
-            credit.check(False, f"{sparsity_type}: {why}", weight=3)
-            continue
-        value = result.value
-        log = _prune_log_checks(credit, value, f"{sparsity_type} oneshot_magnitude_prune")
-        credit.check(len(log) == 1, f"{sparsity_type}: one-shot pruning must prune once (one log entry), got {len(log)}")
-        wrong = _final_counts_ok(value, sparsity_type)
-        credit.check(not wrong, f"{sparsity_type}, on {TINY}: after OMP each layer must be at its target ratio with the pruned "
-                                f"weights still zero; wrong layers: {', '.join(wrong) or 'none'}")
-        late = [n for n in _not_pruned_from_given_weights(value, sparsity_type) if n not in wrong]  # counts judged above
-        function = "unstructured_prune" if sparsity_type == "unstructured" else "filter_prune"
-        credit.check(not late, f"{sparsity_type}, on {TINY}: in {', '.join(late)}, the pruned "
-                               f"{'weights' if sparsity_type == 'unstructured' else 'filters'} are not those your "
-                               f"{function} picks from the weights OMP was given: prune them first, then retrain")
-        credit.check(_kept_moved(value), f"{sparsity_type}: the unpruned weights did not change: OMP must retrain after pruning")
+        _judge_method(probe, credit, "omp", sparsity_type)
     credit.verify()
 
 
@@ -351,32 +470,7 @@ def test_iterative_prunes_in_at_least_three_rounds_landing_on_target(probe, cred
     credit.check(too_few.ok and too_few.value.get("raised") == "ValueError",
                  "iterative_magnitude_prune(iterations=2) must raise ValueError (at least 3 rounds)")
     for sparsity_type, iterations in (("unstructured", 3), ("filter", 4)):
-        result = probe("prune_method", TRAINING, method="imp", sparsity_type=sparsity_type, iterations=iterations)
-        if not result.ok or "raised" in result.value:
-            why = result.explain("iterative_magnitude_prune") if not result.ok else \
-                f"it raised {result.value['raised']}: {result.value['message']}"
-            credit.check(False, f"{sparsity_type}, {iterations} iterations: {why}", weight=4)
-            continue
-        value = result.value
-        where = f"{sparsity_type}, iterations={iterations}, on {TINY}"
-        log = _prune_log_checks(credit, value, f"{where}: iterative_magnitude_prune")
-        credit.check(len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}")
-        schedules = [e.get("ratios") for e in log]
-        has_ratios = bool(log) and all(isinstance(s, dict) and set(s) == set(value["ratios"]) for s in schedules)
-        if credit.check(has_ratios, f"{where}: each log entry needs 'ratios' with every layer of the target"):
-            numbers = all(isinstance(s[n], (int, float)) for s in schedules for n in s)
-            rising = numbers and all(a[n] <= b[n] + 1e-12 for a, b in zip(schedules, schedules[1:]) for n in a)
-            credit.check(rising, f"{where}: a layer's ratio must never decrease from one round to the next")
-            overshoot = numbers and any(s[n] > value["ratios"][n] + 1e-9 for s in schedules for n in s)
-            credit.check(not overshoot, f"{where}: a round's ratio went past the layer's target")
-            landed = numbers and all(math.isclose(schedules[-1][n], t, abs_tol=1e-9) for n, t in value["ratios"].items())
-            credit.check(landed, f"{where}: the last round's ratios must equal the targets exactly")
-            credit.check(numbers and all(s[n] < value["ratios"][n] for s in schedules[:1] for n in s if value["ratios"][n] > 0),
-                         f"{where}: the first round must prune less than the target (that is what makes it iterative)")
-        wrong = _final_counts_ok(value, sparsity_type)
-        credit.check(not wrong, f"{where}: after the last round each layer must be at its target ratio; "
-                                f"wrong layers: {', '.join(wrong) or 'none'}")
-        credit.check(_kept_moved(value), f"{where}: the unpruned weights did not change: retrain after each round")
+        _judge_method(probe, credit, "imp", sparsity_type, iterations=iterations)
     credit.verify()
 
 
@@ -437,6 +531,12 @@ def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
     credit.verify()
 
 
+def _drawn_at(points: list, sparsity: float, accuracy: float) -> bool:
+    """A drawn point at (sparsity, accuracy); sparsity as a fraction or in percent, accuracy in percent or a fraction."""
+    return any(math.isclose(x, sparsity * xs, rel_tol=1e-6, abs_tol=1e-9) and math.isclose(y, accuracy * ys, rel_tol=1e-6)
+               for x, y in points for xs in (1, 100) for ys in (1, 0.01))
+
+
 @pytest.mark.points(2)
 def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, credit):
     value = credit.require(probe("plot_sparsity", SHORT, workdir=probe_dir), "plot_sparsity_vs_accuracy")
@@ -449,5 +549,13 @@ def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, c
         and math.isclose(p[1], e[1], abs_tol=1e-9) and math.isclose(p[2], e[2], abs_tol=1e-9) for p, e in zip(points, expected))
     credit.check(ok, "must return one (label, sparsity, accuracy) per record, in order, with sparsity as the given "
                      "fraction and accuracy in percent", weight=2)
+    drawn = value.get("drawn")
+    if drawn is None:
+        credit.check(False, "the figure was not saved with savefig (plt.savefig or fig.savefig), so its points could "
+                            "not be read")
+    else:
+        missing = [r["label"] for r in PLOT_RECORDS if not _drawn_at(drawn, r["sparsity"], r["accuracy"])]
+        credit.check(not missing, "the figure must draw each record as a point at x = sparsity, y = accuracy (lines "
+                                  f"or scatter); no such point for {', '.join(missing)}")
     credit.check(is_png(value["path"]), "must write a valid PNG to out_path")
     credit.verify()
