@@ -249,7 +249,8 @@ def apply_pruning(sparsity_type: str) -> dict:
 
 
 def _own_zero_count(function, weight: torch.Tensor, ratio: float, sparsity_type: str) -> int | None:
-    """Zeros (entries, or whole filters) in the mask the student's own function gives; None if it gives none."""
+    """Zeros (entries, or whole filters) once the mask the student's own function gives for ``weight`` is applied to
+    it (its zeros stay); None if the function gives no readable mask."""
     mask = call(function, weight.clone(), ratio).get("value")
     if not isinstance(mask, torch.Tensor):
         return None
@@ -258,9 +259,10 @@ def _own_zero_count(function, weight: torch.Tensor, ratio: float, sparsity_type:
                                   and mask.dim() <= 1 and sparsity_type == "filter" else mask, weight.shape)
     except RuntimeError:
         return None
+    pruned = (mask == 0) | (weight == 0)  # what stays pruned after this mask is added to the zeros already there
     if sparsity_type == "unstructured":
-        return int((mask == 0).sum())
-    return int((mask.reshape(weight.shape[0], -1) == 0).all(dim=1).sum())
+        return int(pruned.sum())
+    return int(pruned.reshape(weight.shape[0], -1).all(dim=1).sum())
 
 
 def shrink_kept_weights(model: nn.Module, names, sparsity_type: str, factor: float = 0.01) -> None:
