@@ -359,13 +359,16 @@ def masked_retrain(state: str) -> dict:
                 getattr(model.get_submodule(module_name), tensor_name).mul_(mask)
     train_loader, test_loader = tiny_loaders(seed=8)
     before = weights_of(model)
+    running_means_before = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    model.eval()  # as after an evaluation: masked_retrain must put it in training mode itself
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     steps = []
     optimizer.register_step_post_hook(lambda *_: steps.append(1))  # was the caller's optimizer the one that trained?
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
                   nn.CrossEntropyLoss(), train_loader, test_loader, 1, DEVICE)
     result.update(state=state, masks=masks, before=before, after=weights_of(model), optimizer_steps=len(steps),
-                  batches=len(train_loader))
+                  batches=len(train_loader), running_means_before=running_means_before,
+                  running_means_after=[m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
     return result
 
 
@@ -387,9 +390,10 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
     from hw2 import pruning
 
     saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
+    replacements = grader_helpers()
     if helpers == "grader":
-        for name in GRADED_HELPERS:
-            setattr(pruning, name, GRADER_HELPERS[name])
+        for name, function in replacements.items():
+            setattr(pruning, name, function)
     try:
         model = tiny_vgg(seed=9)
         train_loader, test_loader = tiny_loaders(seed=9)
@@ -412,6 +416,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
                           **common)
         after = weights_of(model)
         result.update(ratios=ratios, before=before, after=after, helpers=helpers, trained_levels=levels,
+                      helpers_available=bool(replacements),
                       training_passes=len(passes),
                       final_level=[int((w == 0).sum()) for w in after.values()])
         if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
@@ -525,9 +530,12 @@ def _grader_masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader,
     return log
 
 
-GRADER_HELPERS = {"unstructured_prune": _grader_unstructured_prune, "filter_prune": _grader_filter_prune,
-                  "apply_pruning": _grader_apply_pruning, "test_sparsity": _grader_test_sparsity,
-                  "masked_retrain": _grader_masked_retrain}
+def grader_helpers() -> dict:
+    """The grader's own versions of ``GRADED_HELPERS``, by name (the public checks have none: they run OMP and IMP
+    with the student's helpers only)."""
+    return {"unstructured_prune": _grader_unstructured_prune, "filter_prune": _grader_filter_prune,
+            "apply_pruning": _grader_apply_pruning, "test_sparsity": _grader_test_sparsity,
+            "masked_retrain": _grader_masked_retrain}
 
 
 def imp_too_few_iterations() -> dict:
@@ -631,8 +639,22 @@ def plot_sparsity(workdir: str) -> dict:
         result = call(pruning.plot_sparsity_vs_accuracy, copy.deepcopy(PLOT_RECORDS), path, 93.0)
     finally:
         Figure.savefig = original
-    result.update(records=PLOT_RECORDS, path=path, drawn=drawn_points(saved[-1]) if saved else None)
+    result.update(records=PLOT_RECORDS, path=path, drawn=drawn_points(saved[-1]) if saved else None,
+                  heights=drawn_heights(saved[-1]) if saved else None)
     return result
+
+
+def drawn_heights(figure) -> list[float]:
+    """Every y value any line (axhline included) or scatter in the figure draws."""
+    import numpy as np
+
+    heights = []
+    for axes in figure.axes:
+        for line in axes.get_lines():
+            heights += np.asarray(line.get_ydata(), dtype=float).reshape(-1).tolist()
+        for collection in axes.collections:
+            heights += np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)[:, 1].tolist()
+    return [h for h in heights if np.isfinite(h)]
 
 
 def drawn_points(figure) -> list[list[float]]:

@@ -15,7 +15,9 @@ reference answer stay in the staff repository and the Gradescope package.  From 
   in place of the staff helpers that pick masked weights by magnitude: the visible checks that
   use those masks judge what the student's function does with masked weights, never which
   weights are masked, so the release masks seeded random positions.  A staff helper that
-  ranks weights could otherwise be pasted into ``unstructured_prune`` or ``filter_prune``.
+  ranks weights could otherwise be pasted into ``unstructured_prune`` or ``filter_prune``; and an
+  empty ``grader_helpers``: the staff's own helpers (which OMP and IMP are re-run with when they
+  fail with the student's) are reference answers.
 
 ``release_grader`` refuses (``ValueError``) when a kept module still calls a ranking
 operation (``RANKING_CALLS``): give that helper a release version in ``RELEASE_MASKS``.
@@ -72,7 +74,13 @@ def grader_filter_masks(model, ratios: dict) -> dict:
     return masks
 
 
-RELEASE_MASKS = {"probes.py": (grader_unstructured_masks, grader_filter_masks)}
+def grader_helpers() -> dict:
+    """None in the public checks: OMP and IMP run with your own helpers only (grading also tries the grader's, so
+    that a helper's defect costs points in the helper's own test only)."""
+    return {}
+
+
+RELEASE_MASKS = {"probes.py": (grader_unstructured_masks, grader_filter_masks, grader_helpers)}
 
 
 # ---------------------------------------------------------------------------------------------

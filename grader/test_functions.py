@@ -303,7 +303,7 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         result = probe("masked_retrain", TRAINING, state=state)
         if not result.ok or "raised" in result.value:
             why = result.explain("masked_retrain") if not result.ok else f"masked_retrain {_raised(result.value)}"
-            credit.check(False, f"{label}: {why}", weight=3)
+            credit.check(False, f"{label}: {why}", weight=4)  # all of this state's checks below
             continue
         value = result.value
         regrown, frozen = [], []
@@ -324,6 +324,10 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
                      "the model for num_epochs with the given optimizer" if frozen else
                      f"{label}: the optimizer passed to masked_retrain never stepped: train with it (its learning rate, "
                      "weight decay and scheduler are the caller's choice), not with an optimizer of your own")
+        moved = [bool((a != b).any()) for a, b in zip(value["running_means_before"], value["running_means_after"])]
+        credit.check(any(moved), f"{label}, handed over in eval mode (as after an evaluation): the BatchNorm running "
+                                 "statistics did not change, so it was not trained in training mode: call model.train() "
+                                 "before the training steps")
     credit.verify()
 
 
@@ -375,6 +379,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                                     "picks from the weights OMP was given: prune them first, then retrain"))
         checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                       "the unpruned weights did not change: OMP must retrain after pruning")))
+        checks.append(_logged_sparsity_check(value, log, where))
         return checks
     checks.append((1, len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}"))
     schedules = [e.get("ratios") if isinstance(e, dict) else None for e in log]
@@ -409,7 +414,18 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                   + f": retrain after each of the {iterations} rounds")))
     checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   "the unpruned weights did not change: retrain after each round")))
+    checks.append(_logged_sparsity_check(value, log, where))
     return checks
+
+
+def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, str]:
+    """The last entry's "sparsity" is the model's overall sparsity after its last pruning (the masks hold afterwards)."""
+    after = value["after"]
+    overall = sum(int((w == 0).sum()) for w in after.values()) / sum(w.numel() for w in after.values())
+    logged = log[-1].get("sparsity") if log and isinstance(log[-1], dict) else None
+    ok = _is_number(logged) and math.isclose(logged, overall, abs_tol=1e-6)
+    return (1, ok, f"{where}: the last log entry's 'sparsity' must be the model's overall sparsity after that "
+                   "pruning step (zero weights / all Conv2d and Linear weights)" + _observed(logged, overall))
 
 
 def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> None:
@@ -417,9 +433,10 @@ def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> N
     helpers (mask functions, apply_pruning, test_sparsity, masked_retrain) stand in for them is a defect of a helper,
     graded in that helper's own test: it costs nothing here."""
     iterations = kwargs.get("iterations", 1)
-    own = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **kwargs),
-                         sparsity_type, iterations)
-    if all(ok for _, ok, _ in own):
+    result = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **kwargs)
+    own = _method_checks(method, result, sparsity_type, iterations)
+    no_helpers = result.ok and result.value.get("helpers_available") is False  # the public checks have none
+    if all(ok for _, ok, _ in own) or no_helpers:
         credit.checks.extend(own)
         return
     graders = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type,
@@ -557,5 +574,7 @@ def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, c
         missing = [r["label"] for r in PLOT_RECORDS if not _drawn_at(drawn, r["sparsity"], r["accuracy"])]
         credit.check(not missing, "the figure must draw each record as a point at x = sparsity, y = accuracy (lines "
                                   f"or scatter); no such point for {', '.join(missing)}")
+        dense = any(math.isclose(h, 93.0 * scale, rel_tol=1e-6) for h in value.get("heights") or [] for scale in (1, 0.01))
+        credit.check(dense, "the figure must draw dense_accuracy (e.g. a horizontal line at its height)")
     credit.check(is_png(value["path"]), "must write a valid PNG to out_path")
     credit.verify()

@@ -62,7 +62,7 @@ def read_prune_ratios_from_yaml(file_name: str | Path, model: nn.Module) -> dict
             number in [0, 1) (1.0, a negative number, a string such as ``50%``;
             the message names the layer).
 
-    Graded: the returned dict equals the file's mapping; each bad input listed under Raises raises ValueError.
+    Graded: the returned dict equals the file's mapping, in file order; each bad input listed under Raises (a quoted number such as "0.5" is a string) raises ValueError.
     """
     raise NotImplementedError("read_prune_ratios_from_yaml: write it in hw2/pruning.py (see its docstring)")
 
@@ -75,11 +75,14 @@ def unstructured_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
         sparsity: fraction in [0, 1) of entries to prune.
 
     Returns:
-        Tensor: mask of ``tensor``'s shape, dtype and device; 0 at the
-        ``round(sparsity * tensor.numel())`` entries of smallest magnitude, 1
-        elsewhere.  Ties are broken by flat index (the lower index is pruned first).
+        Tensor: mask of ``tensor``'s shape and device (its dtype, or bool); 0 at
+        the ``round(sparsity * tensor.numel())`` entries of smallest magnitude
+        (floor or ceil is accepted too), 1 elsewhere.  Entries tied in magnitude
+        at the threshold may be pruned either way.  Weights may come in any
+        memory layout (channels_last after bf16 training, a transposed view):
+        use ``reshape``, not ``view``.
 
-    Graded: the mask has the input's shape; the number of zeros is floor or ceil of sparsity*n; every pruned |w| <= every kept |w|; the input is unchanged.
+    Graded: the mask has the input's shape; the number of zeros is floor or ceil of sparsity*n; every pruned |w| <= every kept |w|; the input is unchanged; also on channels_last and transposed inputs.
     """
     raise NotImplementedError("unstructured_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -93,11 +96,13 @@ def filter_prune(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
         sparsity: fraction in [0, 1) of filters to prune.
 
     Returns:
-        Tensor: mask of ``tensor``'s shape, dtype and device; every entry of the
-        ``round(sparsity * C_out)`` filters with the smallest L2 norm is 0, all
-        others 1.  Ties are broken by filter index (the lower one is pruned first).
+        Tensor: mask of ``tensor``'s shape and device (its dtype, or bool); every
+        entry of the ``round(sparsity * C_out)`` filters (floor or ceil is
+        accepted too) with the smallest L2 norm is 0, all others 1.  Filters
+        tied in norm at the threshold may be pruned either way.  Weights may come
+        in any memory layout (channels_last after bf16 training).
 
-    Graded: the mask has the input's shape; whole filters only; floor or ceil of sparsity*C_out filters pruned; every pruned filter's L2 norm <= every kept one's; the input is unchanged.
+    Graded: the mask has the input's shape; whole filters only; floor or ceil of sparsity*C_out filters pruned; every pruned filter's L2 norm <= every kept one's; the input is unchanged; also on channels_last inputs.
     """
     raise NotImplementedError("filter_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -124,7 +129,7 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
     Raises:
         ValueError: unknown ``sparsity_type``.
 
-    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; a second call with larger ratios prunes each layer further to its new ratio; for filter, each pruned filter's BatchNorm weight and bias are 0.
+    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; after some kept weights shrink (as in retraining), a second call with larger ratios prunes each layer further to its new ratio, ranking the weights as they are then; for filter, each pruned filter's BatchNorm weight and bias are 0.
     """
     raise NotImplementedError("apply_pruning: write it in hw2/pruning.py (see its docstring)")
 
@@ -142,10 +147,12 @@ def test_sparsity(model: nn.Module, sparsity_type: str = "unstructured") -> dict
     Returns:
         dict with ``"overall"``: float, zero weights / all weights over every
         Conv2d and Linear weight; ``"layers"``: dict name -> float sparsity of
-        that weight; and for ``filter`` also ``"zero_filters"``: dict name -> int,
-        the number of output filters whose weights are all zero.
+        that weight; and for ``filter`` also ``"zero_filters"``: dict name -> int
+        for every Conv2d and Linear weight (a Linear's rows are its filters), the
+        number of output filters whose weights are all zero.  Only exact zeros
+        count: a tiny weight is not pruned.
 
-    Graded: "overall" and each "layers" value equal the exact fraction of zeros (BatchNorm and biases not counted); "zero_filters" counts all-zero filters.
+    Graded: "overall" (a fraction, not a percentage) and each "layers" value (a float) equal the exact fraction of zeros (BatchNorm and biases not counted); "zero_filters" counts all-zero filters of every layer.
     """
     raise NotImplementedError("test_sparsity: write it in hw2/pruning.py (see its docstring)")
 
@@ -179,7 +186,7 @@ def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optim
         list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
         percent) and ``"test_accuracy"`` (percent).
 
-    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), afterwards every weight whose mask is 0 is exactly 0 and the unpruned weights have changed.
+    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), handed over in eval mode: afterwards every weight whose mask is 0 is exactly 0, the unpruned weights have changed through steps of the given optimizer (not one of your own), and the BatchNorm running statistics have changed (training mode).
     """
     raise NotImplementedError("masked_retrain: write it in hw2/pruning.py (see its docstring)")
 
@@ -205,7 +212,7 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
         ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
 
-    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil), the pruned weights (filters) being those unstructured_prune / filter_prune pick from the weights it was given, and retrained: pruned weights stay zero, the others change.
+    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil), the pruned weights (filters) being those unstructured_prune / filter_prune pick from the weights it was given, and retrained: pruned weights stay zero, the others change; the entry's "sparsity" is the model's overall sparsity after pruning. A defect of a function graded in its own test (the mask functions, apply_pruning, test_sparsity, masked_retrain) costs points there only: where your OMP fails with your helpers but passes with the grader's, it is not marked down here.
     """
     raise NotImplementedError("oneshot_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -215,8 +222,8 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
                               lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
     """Iterative magnitude pruning (IMP): ``iterations`` rounds of (prune a bit more, masked retraining).
 
-    Each layer's ratio grows every round and lands exactly on its target in the
-    last round (the reference removes the same fraction of the remaining
+    Each layer's ratio grows every round (a layer whose target is 0 stays at 0)
+    and lands on its target in the last round (the reference removes the same fraction of the remaining
     weights each round: ratio_t = 1 - (1 - target) ** (t / iterations)).
 
     Args:
@@ -232,7 +239,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
     Raises:
         ValueError: ``iterations`` < 3.
 
-    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; ratios never decrease nor pass the target, start below it and the last round's equal it exactly; each layer ends at its target; retrained every round.
+    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; retrained after every round's pruning, the last one included; the last entry's "sparsity" is the model's overall sparsity. Helper defects as in oneshot_magnitude_prune.
     """
     raise NotImplementedError("iterative_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -283,7 +290,7 @@ def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_a
     Returns:
         list of ``(label, sparsity, accuracy)``: exactly the points drawn, in ``records`` order.
 
-    Graded: one point per record at (sparsity, accuracy); a valid PNG is written to out_path.
+    Graded: the returned list, and the saved figure: a point (line vertex or scatter) per record at x = sparsity, y = accuracy, and dense_accuracy drawn (e.g. a horizontal line); a valid PNG is written to out_path.
     """
     raise NotImplementedError("plot_sparsity_vs_accuracy: write it in hw2/pruning.py (see its docstring)")
 
@@ -293,7 +300,7 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
 
     Args:
         weight: a conv weight ``(C_out, C_in, kH, kW)`` (or a 2-D Linear weight);
-            zero entries count as pruned.
+            zero entries count as pruned, every other entry (however small) as kept.
         out_path: where to write the PNG.
         title: figure title, e.g. ``"Omp_unstructured: features.14.weight"``.
 

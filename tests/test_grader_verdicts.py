@@ -207,7 +207,7 @@ def test_probe_targets_survive_a_submission_that_edits_its_ratio_dict(tmp_path):
     honest = grade(KEEP_FRACTIONS_IN_PLACE, [OMP, IMP], tmp_path / "honest")
     assert full(honest[OMP]) and full(honest[IMP]), honest
     short = grade(LAST_ROUND_SHORT_IN_PLACE, [IMP], tmp_path / "short")[IMP]
-    assert not full(short) and "the last round's ratios must equal the targets exactly" in short[2], short
+    assert not full(short) and "the last round's ratios must equal the targets (to 1e-9)" in short[2], short
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def unstructured_prune(tensor, sparsity):
 def test_a_function_that_modifies_its_input_and_raises_gets_both_reported(tmp_path):
     results = grade(ZEROES_INPUT_THEN_RAISES, [UNSTRUCTURED_COUNT, UNCHANGED], tmp_path)
     assert "ValueError" in results[UNSTRUCTURED_COUNT][2]
-    assert "unstructured_prune modified its input tensor (cases [1, 2, 3, 5, 6]" in results[UNCHANGED][2]
+    assert "unstructured_prune modified its input tensor (cases [1, 2, 3, 5, 6, 7, 8, 9]" in results[UNCHANGED][2]
 
 
 def test_messages_say_when_the_grader_attached_hooks_or_built_the_model(tmp_path):
