@@ -3,9 +3,10 @@
 The reference and its mutants share one author's assumptions (prune hooks, argsort
 masks, one schedule); a grader tested only on them can be wrong about code it has
 never seen.  The solutions here are written in other styles: plain weights with
-the masks re-applied after each optimizer step, ``torch.kthvalue`` / ``torch.topk``
-thresholds, gradient masking, dicts edited in place, models rebuilt from their
-widths.  ``CORRECT`` must score full marks on every code test; each of ``WRONG``
+the masks re-applied after each optimizer step (or from an optimizer step hook),
+``torch.kthvalue`` / ``torch.topk`` / numpy thresholds, gradient masking,
+``torch.nn.utils.parametrize``, mask buffers with an own training loop, the
+``torch.nn.utils.prune`` API, dicts edited in place, models rebuilt from their widths.  ``CORRECT`` must score full marks on every code test; each of ``WRONG``
 is one of them with one plausible student bug, and must lose points on the test
 that names the bug and nowhere else.
 
@@ -47,6 +48,7 @@ class Independent:
 T = {  # the graded tests the wrong solutions name
     "yaml": "test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files",
     "unchanged": "test_mask_functions_leave_input_unchanged",
+    "unstructured_count": "test_unstructured_prune_mask_shape_and_count",
     "filter_count": "test_filter_prune_removes_whole_filters_in_right_number",
     "filter_rank": "test_filter_prune_ranks_filters_by_l2_norm",
     "apply": "test_apply_pruning_masks_each_layer_to_its_own_ratio",
@@ -69,6 +71,20 @@ CORRECT = [
                                 "np.linspace IMP schedule, model.features rebuilt layer by layer"),
     Independent("prehook_cubic", "its own forward pre-hook zeroes the pruned weights before each forward pass, "
                                  "torch.topk on the kept entries, cubic IMP schedule, a new compact nn.Module class"),
+    Independent("parametrize_numpy", "masks attached with torch.nn.utils.parametrize (weights become "
+                                     "parametrizations.weight.original), numpy stable argsort thresholds, geometric IMP "
+                                     "schedule, compaction by slicing a deep copy"),
+    Independent("step_hook_dict", "plain weights, masks re-applied from an optimizer step post-hook, floor counts, a "
+                                  "YAML loader that refuses duplicate keys, matshow and fig/ax plots"),
+    Independent("buffers_own_loop", "masks stored as module buffers, its own training loop that masks gradients and "
+                                    "re-zeroes weights, torch.sort with explicit k, linear IMP schedule, a new VGG13 "
+                                    "built from the kept widths"),
+    Independent("vectorised_topk", "torch.topk on the kept entries with an index tie-break, vector_norm filter ranking, "
+                                   "test_sparsity read from state_dict, geometric IMP, index_select compaction"),
+    Independent("defensive_checks", "validates every argument, keeps the input's dtype and device, handles sparsity 0 "
+                                    "and 2-D weights in filter_prune, deterministic ties"),
+    Independent("minimal_prune_api", "the shortest code that meets the contract: torch.nn.utils.prune computes the "
+                                     "masks, hw2.train runs the training loop"),
 ]
 
 WRONG = [
@@ -103,6 +119,61 @@ WRONG = [
                 "prehook_cubic", T["plot_mask"]),
     Independent("plot_sparsity_sorted", "points sorted by sparsity, not in records order", "grad_masking",
                 T["plot_sparsity"]),
+    Independent("imp_retrains_only_at_end", "IMP prunes every round but retrains only after the last one",
+                "step_hook_dict", T["imp"]),
+    Independent("imp_overshoots_high_targets", "ratio_t = t x (1 - (1 - target)^(1/T)): past targets near 0.9 before "
+                                               "the last round",
+                "vectorised_topk", T["imp"]),
+    Independent("imp_middle_rounds_stand_still", "the middle rounds repeat the first round's ratio, so they prune "
+                                                 "nothing more",
+                "vectorised_topk", T["imp"]),
+    Independent("plot_axes_swapped", "draws accuracy on x and sparsity on y (the returned list is right)",
+                "step_hook_dict", T["plot_sparsity"]),
+    Independent("plot_ignores_dense", "dense_accuracy is not drawn", "defensive_checks", T["plot_sparsity"]),
+    Independent("plot_mask_thresholds_small_weights", "|w| > 1e-3 counts as kept, not w != 0",
+                "step_hook_dict", T["plot_mask"]),
+    Independent("sparsity_isclose_counts_tiny", "torch.isclose(w, 0) counts tiny weights as zeros",
+                "step_hook_dict", T["sparsity"]),
+    Independent("sparsity_overall_in_percent", "'overall' in percent", "buffers_own_loop", T["sparsity"]),
+    Independent("sparsity_layers_as_tensors", "'layers' values are 0-d tensors, not floats",
+                "defensive_checks", T["sparsity"]),
+    Independent("unstructured_slice_keeps_all_near_one", "keep[order[-(n-k):]] = 1 keeps everything when k == n",
+                "parametrize_numpy", T["unstructured_count"]),
+    Independent("unstructured_view_fails_channels_last", "L1Unstructured.compute_mask views the tensor: raises on "
+                                                         "channels_last weights",
+                "minimal_prune_api", T["unstructured_count"]),
+    Independent("unstructured_k_from_nonzeros", "k = sparsity x (number of nonzeros), not of all entries",
+                "buffers_own_loop", T["unstructured_count"]),
+    Independent("filter_keep_prune_confused", "ln_structured's amount given as the kept fraction",
+                "minimal_prune_api", T["filter_count"]),
+    Independent("filter_linear_by_columns", "2-D weights pruned by columns (inputs), not rows",
+                "step_hook_dict", T["filter_count"]),
+    Independent("apply_ranks_unmasked_orig", "a second call ranks weight_orig, the unmasked values, not the weights "
+                                             "as they are",
+                "vectorised_topk", T["apply"]),
+    Independent("apply_prunes_fraction_of_remaining", "each call prunes ratio of the weights still left, so a second "
+                                                      "call overshoots",
+                "parametrize_numpy", T["apply"]),
+    Independent("retrain_own_optimizer", "masked_retrain builds its own SGD, ignoring the caller's optimizer and "
+                                         "scheduler",
+                "defensive_checks", T["retrain"]),
+    Independent("retrain_in_eval_mode", "never calls model.train(): BatchNorm statistics frozen",
+                "buffers_own_loop", T["retrain"]),
+    Independent("retrain_zero_grad_after_backward", "zero_grad() between backward() and step(): nothing trains (OMP "
+                                                    "and IMP call it too)",
+                "buffers_own_loop", T["retrain"]),
+    Independent("omp_prunes_a_copy", "OMP prunes and retrains a deep copy; the given model is unchanged",
+                "parametrize_numpy", T["omp"]),
+    Independent("omp_logs_sparsity_before_pruning", "the log's sparsity is measured before pruning",
+                "buffers_own_loop", T["omp"]),
+    Independent("yaml_sorted_not_file_order", "the returned dict is sorted by name, not in file order",
+                "vectorised_topk", T["yaml"]),
+    Independent("yaml_quoted_number_accepted", "a quoted \"0.5\" is converted to 0.5 instead of rejected",
+                "buffers_own_loop", T["yaml"]),
+    Independent("compact_squeeze_one_filter", "nonzero().squeeze() breaks when a conv keeps one filter",
+                "defensive_checks", T["compact"]),
+    Independent("compact_resets_running_var", "the compact BatchNorms get running_var 1",
+                "vectorised_topk", T["compact"]),
 ]
 SOLUTIONS = CORRECT + WRONG
 
