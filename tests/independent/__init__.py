@@ -72,15 +72,15 @@ CORRECT = [
     Independent("prehook_cubic", "its own forward pre-hook zeroes the pruned weights before each forward pass, "
                                  "torch.topk on the kept entries, cubic IMP schedule, a new compact nn.Module class"),
     Independent("parametrize_numpy", "masks attached with torch.nn.utils.parametrize (weights become "
-                                     "parametrizations.weight.original), numpy stable argsort thresholds, geometric IMP "
-                                     "schedule, compaction by slicing a deep copy"),
+                                     "parametrizations.weight.original), numpy stable argsort thresholds, "
+                                     "geometric IMP schedule, compaction by slicing a deep copy"),
     Independent("step_hook_dict", "plain weights, masks re-applied from an optimizer step post-hook, floor counts, a "
                                   "YAML loader that refuses duplicate keys, matshow and fig/ax plots"),
     Independent("buffers_own_loop", "masks stored as module buffers, its own training loop that masks gradients and "
                                     "re-zeroes weights, torch.sort with explicit k, linear IMP schedule, a new VGG13 "
                                     "built from the kept widths"),
-    Independent("vectorised_topk", "torch.topk on the kept entries with an index tie-break, vector_norm filter ranking, "
-                                   "test_sparsity read from state_dict, geometric IMP, index_select compaction"),
+    Independent("vectorised_topk", "torch.topk on the kept entries with an index tie-break, vector_norm filter "
+                                   "ranking, test_sparsity read from state_dict, geometric IMP, index_select compaction"),
     Independent("defensive_checks", "validates every argument, keeps the input's dtype and device, handles sparsity 0 "
                                     "and 2-D weights in filter_prune, deterministic ties"),
     Independent("minimal_prune_api", "the shortest code that meets the contract: torch.nn.utils.prune computes the "
