@@ -11,7 +11,9 @@ probe results to those checks is tested with the reference in tests/test_grader.
 from __future__ import annotations
 
 import ast
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -54,9 +56,13 @@ def test_independent_solutions_are_not_copies_of_the_reference():
 
 @pytest.fixture(scope="module")
 def independent_grades(tmp_path_factory) -> dict:
-    """solution name -> {code test name: (score, max_score, output)}, the grader's checks run in this process."""
+    """solution name -> {code test name: (score, max_score, output)}, the grader's checks run in-process, in two
+    worker processes (one thread each: the tiny models gain nothing from more; spawned, not forked from a process
+    whose OpenMP pool may be running)."""
     root = tmp_path_factory.mktemp("independent")
-    return {s.name: grade_in_process(s.source(), root / s.name) for s in SOLUTIONS}
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        grades = pool.map(grade_in_process, [s.source() for s in SOLUTIONS], [root / s.name for s in SOLUTIONS])
+        return dict(zip([s.name for s in SOLUTIONS], grades))
 
 
 @pytest.mark.slow
