@@ -48,7 +48,8 @@ from hw2 import REPO_ROOT  # noqa: E402
 from hw2 import pruning  # noqa: E402
 from hw2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from hw2.data import DataError, load_dataset, make_loaders  # noqa: E402
-from hw2.models import VGG13, build_model_for_images, make_pruning_permanent, prunable_weights  # noqa: E402
+from hw2.models import (VGG13, build_model_for_images, make_pruning_permanent, plain_state_dict,  # noqa: E402
+                        prunable_weights)
 from hw2.train import (LABEL_SMOOTHING, add_run_args, at_least, default_batch_size, evaluate, fit,  # noqa: E402
                        make_optimizer, make_scheduler, device_description, precision_name, prepare_model, resolve_device,
                        scaled_lr, seed_everything, set_precision)
@@ -526,7 +527,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, devic
              "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
              "iterations": len(steps), "epochs_per_iteration": args.epochs, "lr": args.lr, "steps": steps,
              "seconds": round(seconds, 2)}
-    save_checkpoint(folder / name, model.state_dict(), entry)
+    save_checkpoint(folder / name, plain_state_dict(model, dense.state_dict().keys()), entry)
     print(f"{name} done ({seconds:.0f} s)")
     return entry
 

@@ -216,18 +216,36 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def make_pruning_permanent(model: nn.Module) -> nn.Module:
-    """Fold every ``torch.nn.utils.prune`` re-parametrisation into a plain parameter (zeros stay in place).
+    """Fold every ``torch.nn.utils.prune`` and ``torch.nn.utils.parametrize`` re-parametrisation into a plain
+    parameter (zeros stay in place).
 
     Afterwards ``state_dict()`` has plain keys (``features.0.weight``), no
-    ``weight_orig`` / ``weight_mask``.  Works on models without pruning too.
+    ``weight_orig`` / ``weight_mask`` / ``parametrizations.weight.original``
+    (masks kept as buffers of your own stay: ``plain_state_dict`` leaves them
+    out).  Works on models without pruning too.
     """
-    from torch.nn.utils import prune
+    from torch.nn.utils import parametrize, prune
 
     for module in model.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model
+
+
+def plain_state_dict(model: nn.Module, keys) -> dict[str, torch.Tensor]:
+    """``model``'s state_dict with its pruning folded in (``make_pruning_permanent``), holding exactly ``keys``
+    (those of the unpruned model): whatever else pruning code registered (a mask buffer of its own, say) is left
+    out, so the file loads into a plain model.  Raises ValueError naming a key the model no longer has."""
+    state = make_pruning_permanent(model).state_dict()
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(f"the pruned model has no {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+                         "(the unpruned model's state_dict has them): keep the model's own layers and names")
+    return {key: state[key] for key in keys}
 
 
 def copy_without_pruning(model: nn.Module) -> nn.Module:

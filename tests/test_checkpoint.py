@@ -292,3 +292,53 @@ def test_compact_file_decoding_to_more_than_max_bytes_is_rejected(tmp_path):
     load_checkpoint(tmp_path / "m.pt", max_bytes=64 * 1024)
     with pytest.raises(CheckpointError, match="more than the .* left of what a model may"):
         load_checkpoint(tmp_path / "m.pt", max_bytes=(tmp_path / "m.pt").stat().st_size + 1024)
+
+
+class _KeepMask(torch.nn.Module):
+    """A parametrization a student might write: the weight is ``original * mask``."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, original):
+        return original * self.mask
+
+
+@pytest.mark.parametrize("style", ["prune_hooks", "parametrize", "own_mask_buffer"])
+def test_any_masking_style_saves_a_plain_state_dict_with_its_zeros(tmp_path, style):
+    """main.py saves plain_state_dict(model, dense keys): whatever kept the masks, the file loads into VGG13."""
+    from torch.nn.utils import parametrize, prune
+
+    from hw2.models import plain_state_dict
+
+    torch.manual_seed(0)
+    dense = VGG13(num_classes=10, widths=[4, 6, 8, 8, 12, 12, 16, 16, 16, 16])
+    model = VGG13(num_classes=10, widths=[4, 6, 8, 8, 12, 12, 16, 16, 16, 16])
+    model.load_state_dict(dense.state_dict())
+    conv = model.features[3]
+    mask = (torch.rand(conv.weight.shape) > 0.5).float()
+    if style == "prune_hooks":
+        prune.custom_from_mask(conv, "weight", mask)
+    elif style == "parametrize":
+        parametrize.register_parametrization(conv, "weight", _KeepMask(mask))
+    else:
+        conv.register_buffer("weight_mask", mask)
+        with torch.no_grad():
+            conv.weight.mul_(mask)
+    expected = conv.weight.detach().clone()
+    save_checkpoint(tmp_path / "m.pt", plain_state_dict(model, dense.state_dict().keys()))
+    state, _ = load_checkpoint(tmp_path / "m.pt")
+    assert list(state) == list(dense.state_dict())
+    assert torch.equal(state["features.3.weight"], expected) and bool((state["features.3.weight"] == 0).any())
+    VGG13.from_state_dict(state)  # loads into the plain model
+
+
+def test_a_model_that_lost_a_layer_names_the_missing_key():
+    from hw2.models import plain_state_dict
+
+    dense = VGG13(num_classes=10, widths=[4, 6, 8, 8, 12, 12, 16, 16, 16, 16])
+    model = VGG13(num_classes=10, widths=[4, 6, 8, 8, 12, 12, 16, 16, 16, 16])
+    model.classifier = torch.nn.Identity()
+    with pytest.raises(ValueError, match="no classifier.weight, classifier.bias"):
+        plain_state_dict(model, dense.state_dict().keys())
