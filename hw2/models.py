@@ -231,9 +231,29 @@ def make_pruning_permanent(model: nn.Module) -> nn.Module:
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
         if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            _fold_parametrizations(module)
     return model
+
+
+def _fold_parametrizations(module: nn.Module) -> None:
+    """Replace each parametrized tensor of ``module`` by its current value, kept in the original Parameter object.
+
+    Not ``parametrize.remove_parametrizations``: that deletes the tensor's property from the module's class, which
+    a deep copy shares with the module it was copied from, so folding a copy would break the original.
+    """
+    parametrizations = module.parametrizations
+    values = {name: getattr(module, name).detach().clone() for name in parametrizations}
+    module.__class__ = next(base for base in type(module).__mro__[1:] if base is not type(module) and
+                            not getattr(base, "__name__", "").startswith("Parametrized"))
+    del module._modules["parametrizations"]
+    for name, value in values.items():
+        original = getattr(parametrizations[name], "original", None)
+        if isinstance(original, nn.Parameter):
+            with torch.no_grad():
+                original.set_(value)  # the same Parameter object: optimizers holding it still do
+            module.register_parameter(name, original)
+        else:
+            module.register_buffer(name, value)
 
 
 def plain_state_dict(model: nn.Module, keys) -> dict[str, torch.Tensor]:

@@ -342,3 +342,21 @@ def test_a_model_that_lost_a_layer_names_the_missing_key():
     model.classifier = torch.nn.Identity()
     with pytest.raises(ValueError, match="no classifier.weight, classifier.bias"):
         plain_state_dict(model, dense.state_dict().keys())
+
+
+def test_folding_a_deep_copy_of_a_parametrized_model_leaves_the_original_working():
+    """copy_without_pruning (as evaluate(exact=True) uses it) folds a copy; the original keeps its parametrization."""
+    from torch.nn.utils import parametrize
+
+    from hw2.models import copy_without_pruning
+
+    model = VGG13(num_classes=10, widths=[4, 6, 8, 8, 12, 12, 16, 16, 16, 16])
+    mask = (torch.rand(model.features[0].weight.shape) > 0.5).float()
+    parametrize.register_parametrization(model.features[0], "weight", _KeepMask(mask))
+    clone = copy_without_pruning(model)
+    assert "features.0.weight" in clone.state_dict() and torch.equal(clone.features[0].weight, model.features[0].weight)
+    assert parametrize.is_parametrized(model.features[0], "weight")
+    assert torch.equal(model.features[0].weight == 0, mask == 0)  # still computed from original x mask
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), clone.eval()
+    assert torch.allclose(model(x), clone(x))

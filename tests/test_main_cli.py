@@ -185,3 +185,23 @@ def test_allow_off_target_runs_a_config_off_target_with_warnings_and_other_data_
     assert "was from a vgg13 run on CIFAR-10; starting a new run log" in result.stderr
     log = json.loads(log_path.read_text())
     assert list(log["models"]) == ["Omp_filter"] and log["models"]["Omp_filter"]["dataset"] == log["dataset"] != "CIFAR-10"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution, sparsity_type", [("parametrize_numpy", "filter"), ("buffers_own_loop", "unstructured")])
+def test_masks_kept_by_parametrize_or_own_buffers_save_plain_models_and_draw_their_figures(tmp_path, solution,
+                                                                                           sparsity_type):
+    """apply_pruning may keep its masks any way that lasts through training; main.py still saves a plain VGG13."""
+    from grader.solution import REPO_ROOT, export
+
+    project = export(tmp_path / "student", REPO_ROOT)
+    (project / "hw2" / "pruning.py").write_text((REPO_ROOT / "tests" / "independent" / f"{solution}.py").read_text())
+    out = tmp_path / "results"
+    result = run_main(project, "--method", "omp", "--type", sparsity_type, "--out", str(out), "--dataset", "synthetic",
+                      "--epochs", "1", "--dense-epochs", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = out.glob("Omp_*.pt")
+    state_dict, _ = load_checkpoint(path)
+    assert list(state_dict) == list(VGG13(num_classes=10).state_dict())
+    VGG13.from_state_dict(state_dict)
+    assert (out / f"mask_Omp_{sparsity_type}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
