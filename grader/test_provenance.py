@@ -7,7 +7,9 @@ functions: the grader recomputes them with the submission's own
 zeros of the handed-in OMP model must be exactly those.  IMP keeps pruned weights
 pruned, so everything its first round prunes (recomputed the same way from that
 round's ratios) must still be zero.  Ties in magnitude (or filter norm) at the
-pruning threshold may go either way.  A mismatch is reported, not penalised:
+pruning threshold may go either way.  The ratios in each model's metadata must also
+be those of the YAML handed in (the one the metadata names, under configs/), so
+results from a run with other ratios show.  A mismatch is reported, not penalised:
 a model from an earlier version of the code, or from another starting model, fails
 it too, and the staff decide what it means.
 """
@@ -18,13 +20,47 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from grader.checks import mask_disagreement
 from grader.sandbox import GRADER_ROOT
-from grader.test_artifacts import kind_of, loaded_models, model_files, run_log  # noqa: F401 - fixtures used here
+from grader.test_artifacts import TARGETS, kind_of, loaded_models, model_files, run_log  # noqa: F401 - fixtures used here
 
 PRETRAINED = GRADER_ROOT / "pretrained" / "vgg13_cifar10.pt"
 SHORT_SECONDS = 120  # loading the pretrained weights and pruning every layer once
+MAX_YAML_BYTES = 100_000
+
+
+def handed_in_yaml(submission: Path, kind: str, config) -> str:
+    """The YAML a model says it came from (its metadata's ``config``), as a path inside the submission when it is
+    under configs/ there; else the default configs/<kind>_<target>.yaml."""
+    if isinstance(config, str) and "configs/" in config.replace("\\", "/"):
+        relative = "configs/" + config.replace("\\", "/").rpartition("configs/")[2]
+        if ".." not in relative.split("/") and (submission / relative).is_file():
+            return relative
+    return f"configs/{kind}_{TARGETS[kind]:.2f}.yaml"
+
+
+def handed_in_ratios(submission: Path, relative: str) -> dict | str:
+    """The prune_ratios of a YAML the submission hands in, read with yaml.safe_load in the grader (not with the
+    student's reader), or why they cannot be read."""
+    path = submission / relative
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            return f"{relative} is over {MAX_YAML_BYTES} bytes"
+        ratios = yaml.safe_load(path.read_text()).get("prune_ratios")
+    except (OSError, yaml.YAMLError, AttributeError, UnicodeDecodeError) as exc:
+        return f"{relative} cannot be read ({type(exc).__name__}): hand in the YAML files your run used"
+    return ratios if isinstance(ratios, dict) else f"{relative} has no prune_ratios mapping"
+
+
+def ratios_differ(model_ratios, file_ratios: dict) -> list[str]:
+    """Layers whose ratio in the model's metadata differs from the handed-in YAML (missing on either side too)."""
+    model_ratios = model_ratios if isinstance(model_ratios, dict) else {}
+    return [f"{name} ({model_ratios.get(name, 'absent')} in the model, {file_ratios.get(name, 'absent')} in the file)"
+            for name in sorted(set(model_ratios) | set(file_ratios))
+            if not (isinstance(model_ratios.get(name), (int, float)) and isinstance(file_ratios.get(name), (int, float))
+                    and abs(model_ratios[name] - file_ratios[name]) <= 1e-9)]
 
 
 def round_one_ratios(label: str, metadata: dict) -> dict | str:
@@ -56,7 +92,8 @@ def disagreement(label: str, kind: str, name: str, ratio: float, dense: torch.Te
 
 
 @pytest.mark.points(0)
-def test_model_zeros_are_what_your_pruning_functions_choose(loaded_models, run_log, probe, probe_dir, credit):  # noqa: F811
+def test_model_zeros_are_what_your_pruning_functions_choose(loaded_models, run_log, probe, probe_dir, credit,  # noqa: F811
+                                                           submission):
     if not PRETRAINED.is_file():
         pytest.skip("the grader has no pretrained/vgg13_cifar10.pt to recompute the masks from")
     if "error" in run_log:
@@ -77,6 +114,15 @@ def test_model_zeros_are_what_your_pruning_functions_choose(loaded_models, run_l
             credit.check(False, f"{label}: cannot be checked: {entry['error']}")
             continue
         kind = kind_of(label)
+        if entry["metadata"].get("scope", "layer") != "global" and kind in TARGETS:  # the YAML it came from, handed in
+            relative = handed_in_yaml(submission, kind, entry["metadata"].get("config"))
+            file_ratios = handed_in_ratios(submission, relative)
+            differ = ratios_differ(entry["metadata"].get("ratios"), file_ratios) if isinstance(file_ratios, dict) else []
+            credit.check(isinstance(file_ratios, dict) and not differ,
+                         f"{label}: {file_ratios}" if isinstance(file_ratios, str) else
+                         f"{label}: the ratios it was pruned with differ from {relative} handed in: "
+                         f"{'; '.join(differ[:3])}{' ...' if len(differ) > 3 else ''} (rerun main.py after changing "
+                         "the YAML)")
         ratios = round_one_ratios(label, entry["metadata"])
         if isinstance(ratios, str):
             credit.check(False, ratios)

@@ -362,6 +362,7 @@ def mutant_submission(*mutants: Mutant, name: str = "") -> Path:
     for source in (reference / "hw2").iterdir():
         if source.is_file():
             shutil.copy2(source, dest / "hw2" / source.name)
+    shutil.copytree(reference / "configs", dest / "configs")  # the YAML files a student hands in with the results
     pruning = dest / "hw2" / "pruning.py"
     for mutant in mutants:
         pruning.write_text(mutate(pruning.read_text(), mutant))

@@ -1,11 +1,13 @@
-"""The provenance check: handed-in models whose zeros are not what the submission's own functions choose are
-flagged (0 points, a note for the staff), by label and layer; models that are agree, ties either way."""
+"""The provenance check: handed-in models whose zeros are not what the submission's own functions choose, or
+whose ratios are not the handed-in YAML's, are flagged (0 points, a note for the staff), by label and layer;
+models that are agree, ties either way."""
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+import yaml
 
 from grader.batch import grade_submission
 from grader.checks import boundary_ties, mask_disagreement
@@ -92,6 +94,14 @@ def move_zeros_and_revive_a_filter(results) -> None:
     path.unlink()
     save_checkpoint(path, state_dict, metadata)
     ALTERED["Omp_unstructured"] = layer
+    # and the filter YAML edited after the run: the filter models no longer match the file handed in
+    config = results.parent / "configs" / "filter_0.40.yaml"
+    ratios = yaml.safe_load(config.read_text())["prune_ratios"]
+    edited = next(iter(ratios))
+    ratios[edited] = round(ratios[edited] + 0.05, 4)
+    config.unlink()  # it may be a link to the reference's copy
+    config.write_text(yaml.safe_dump({"prune_ratios": ratios}, sort_keys=False))
+    ALTERED["filter_yaml"] = edited
 
 
 @pytest.mark.slow
@@ -107,5 +117,8 @@ def test_models_altered_after_the_run_are_flagged_by_label_and_layer():
     assert check["status"] == "failed" and check["max_score"] == 0 and check["score"] == 0
     output = check["output"]
     assert f"Omp_unstructured, {ALTERED['Omp_unstructured']}" in output and "Imp_filter, " in output
-    assert "Imp_unstructured" not in output and "Omp_filter" not in output
+    for label in ("Omp_filter", "Imp_filter"):
+        assert f"{label}: the ratios it was pruned with differ from configs/filter_0.40.yaml handed in: " \
+               f"{ALTERED['filter_yaml']}" in output
+    assert "Imp_unstructured" not in output and "Omp_filter, " not in output
     assert "worth no points" in output
