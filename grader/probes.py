@@ -648,12 +648,16 @@ def drawn_heights(figure) -> list[float]:
     """Every y value any line (axhline included) or scatter in the figure draws."""
     import numpy as np
 
+    from matplotlib.collections import LineCollection
+
     heights = []
     for axes in figure.axes:
         for line in axes.get_lines():
             heights += np.asarray(line.get_ydata(), dtype=float).reshape(-1).tolist()
         for collection in axes.collections:
             heights += np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)[:, 1].tolist()
+            if isinstance(collection, LineCollection):  # ax.hlines
+                heights += [float(y) for segment in collection.get_segments() for _, y in segment]
     return [h for h in heights if np.isfinite(h)]
 
 
