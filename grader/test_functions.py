@@ -436,7 +436,8 @@ def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> N
     result = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **kwargs)
     own = _method_checks(method, result, sparsity_type, iterations)
     no_helpers = result.ok and result.value.get("helpers_available") is False  # the public checks have none
-    if all(ok for _, ok, _ in own) or no_helpers:
+    # (no second run after a timeout either: it would most likely time out again, doubling the grading time)
+    if all(ok for _, ok, _ in own) or no_helpers or result.status in ("timeout", "broken"):
         credit.checks.extend(own)
         return
     graders = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type,
