@@ -54,3 +54,17 @@ def test_release_grader_is_refused_while_a_kept_helper_ranks_weights(monkeypatch
     monkeypatch.setattr(public_checks, "RELEASE_MASKS", {})  # the staff helpers, which rank, stay in
     with pytest.raises(ValueError, match=r"grader/probes.py: grader_\w+_masks calls argsort"):
         public_checks.release_grader(REPO_ROOT)
+
+
+def test_release_grader_holds_none_of_the_graders_own_helpers(released):
+    """OMP and IMP are re-run with the grader's own helpers only in grading: those are reference answers."""
+    from grader import probes
+
+    defined = {node.name for node in ast.parse(released["grader/probes.py"]).body if isinstance(node, ast.FunctionDef)}
+    staff = {function.__name__ for function in probes.grader_helpers().values()}
+    assert staff and not staff & defined
+    namespace: dict = {}
+    exec(compile(ast.Module([n for n in ast.parse(released["grader/probes.py"]).body
+                             if isinstance(n, ast.FunctionDef) and n.name == "grader_helpers"], []), "release", "exec"),
+         namespace)
+    assert namespace["grader_helpers"]() == {}
