@@ -157,7 +157,13 @@ YAML_REJECTIONS = {
                      "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: \"0.5\"\n"),
     "duplicate_layer": ("a layer named twice",
                         "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: 0.5\n  features.0.weight: 0.7\n"),
+    "ratio_nan": ("a ratio of .nan (not a number in [0, 1))", "prune_ratios:\n  features.0.weight: .nan\n"),
+    "ratio_boolean": ("a boolean ratio ('false')", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: false\n"),
     "no_mapping": ("no prune_ratios mapping", "ratios:\n  features.0.weight: 0.5\n"),
+    "nested_mapping": ("prune_ratios nested under another key (it must be top-level)",
+                       "hw2:\n  prune_ratios:\n    features.0.weight: 0.5\n"),
+    "grouped_layers": ("layers grouped under a name that is not a layer",
+                       "prune_ratios:\n  early:\n    features.0.weight: 0.5\n"),
     "malformed": ("malformed YAML", "prune_ratios:\n  features.0.weight: 0.5\n   features.3.weight: [0.5\n"),
 }
 

@@ -123,8 +123,9 @@ def read_prune_ratios_from_yaml(file_name: str | Path, model: nn.Module) -> dict
             ``prune_ratios`` mapping, a name given twice, a name the model does
             not have or that is not a Conv2d/Linear weight (a BatchNorm weight, a
             bias; the message lists the valid names), or a ratio that is not a
-            number in [0, 1) (1.0, a negative number, a string such as ``50%``;
-            the message names the layer).
+            number in [0, 1) (1.0, a negative number, NaN, a boolean, a string
+            such as ``50%``; the message names the layer).  ``prune_ratios`` must
+            be top-level and flat: one layer name per key.
 
     Graded: the returned dict equals the file's mapping, in file order; each bad input listed under Raises (a quoted number such as "0.5" is a string) raises ValueError.
     """
