@@ -368,14 +368,48 @@ def masked_retrain(state: str) -> dict:
     running_means_before = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     model.eval()  # as after an evaluation: masked_retrain must put it in training mode itself
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    steps = []
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    steps, live_pruned = [], []
     optimizer.register_step_post_hook(lambda *_: steps.append(1))  # was the caller's optimizer the one that trained?
+    recorder = TrainingRecorder()
+    recorder.watch(train_loader, model)
+    for name, mask in masks.items():  # the weights each training forward pass used: pruned ones must be 0 there
+        module_name, _, tensor_name = name.rpartition(".")
+        model.get_submodule(module_name).register_forward_hook(
+            functools.partial(_record_live_pruned, live_pruned, name, tensor_name, mask == 0))
+    scheduler = CountingScheduler(optimizer, lambda step: 1.0)  # constant: it only counts its steps
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
-                  nn.CrossEntropyLoss(), train_loader, test_loader, 1, DEVICE)
+                  nn.CrossEntropyLoss(), train_loader, test_loader, RETRAIN_EPOCHS, DEVICE, scheduler)
     result.update(state=state, masks=masks, before=before, after=weights_of(model), optimizer_steps=len(steps),
-                  batches=len(train_loader), running_means_before=running_means_before,
-                  running_means_after=[m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+                  scheduler_steps=scheduler.counted,
+                  batches=len(train_loader), running_means_before=running_means_before, epochs=RETRAIN_EPOCHS,
+                  running_means_after=[m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)],
+                  orphaned=sorted(n for n, p in model.named_parameters() if id(p) not in held),
+                  live_pruned=sorted(set(live_pruned)), **recorder.report())
     return result
+
+
+class CountingScheduler(torch.optim.lr_scheduler.LambdaLR):
+    """A LambdaLR that counts the steps taken after it was made."""
+
+    def __init__(self, *args, **kwargs):
+        self.counted = -1  # the constructor takes one step itself
+        super().__init__(*args, **kwargs)
+
+    def step(self, *args, **kwargs):
+        self.counted += 1
+        return super().step(*args, **kwargs)
+
+
+RETRAIN_EPOCHS = 2  # more than one: a bug that shows only from the second epoch on (train mode, masks) is seen
+
+
+def _record_live_pruned(found: list, name: str, tensor_name: str, pruned: torch.Tensor, module, inputs, output):
+    """After a training forward pass of ``module``: note ``name`` if a pruned entry of the tensor it used is not 0."""
+    if module.training and torch.is_grad_enabled():
+        tensor = getattr(module, tensor_name).detach()
+        if tensor.shape == pruned.shape and bool((tensor[pruned] != 0).any()):
+            found.append(name)
 
 
 # OMP and IMP targets: the per-layer ratios plus one layer pruned hard (the real 0.80 configs prune some layers
@@ -405,15 +439,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
         train_loader, test_loader = tiny_loaders(seed=9)
         ratios = dict(METHOD_RATIOS[sparsity_type])  # the probe's own targets
         before = weights_of(model)
-        levels, passes = [], []
-        model.register_forward_hook(functools.partial(_record_level, levels))  # picklable, unlike a lambda
-
-        class CountingLoader(type(train_loader)):  # the same loader, counting the passes over it
-            def __iter__(self):
-                passes.append(1)
-                return super().__iter__()
-
-        train_loader.__class__ = CountingLoader
+        recorder = TrainingRecorder()
+        recorder.watch(train_loader, model)
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
             result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
@@ -421,9 +448,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations,
                           **common)
         after = weights_of(model)
-        result.update(ratios=ratios, before=before, after=after, helpers=helpers, trained_levels=levels,
-                      helpers_available=bool(replacements),
-                      training_passes=len(passes),
+        result.update(ratios=ratios, before=before, after=after, helpers=helpers, epochs=epochs,
+                      helpers_available=bool(replacements), **recorder.report(),
                       final_level=[int((w == 0).sum()) for w in after.values()])
         if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
             mask_function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
@@ -434,14 +460,43 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             setattr(pruning, name, function)
 
 
-def _record_level(levels: list, model: nn.Module, inputs, output) -> None:
-    """On a training forward pass (also of a deep copy of the model, which copies this hook): zeros per layer."""
+class TrainingRecorder:
+    """Counts the passes over a training loader and marks those in which the model trained (a forward pass in
+    training mode with gradients on); also records, in order, the sparsity levels (zeros per layer) it trained at.
+
+    ``watch(loader, model)`` makes ``loader`` count its passes (same class, one ``__iter__`` override) and hooks
+    ``model``'s forward (a deep copy of the model keeps the hook, so training a copy is seen too).
+    """
+
+    def __init__(self):
+        self.passes = 0
+        self.trained_passes: set[int] = set()
+        self.levels: list[list[int]] = []
+
+    def watch(self, loader, model: nn.Module) -> None:
+        recorder = self
+
+        class CountingLoader(type(loader)):
+            def __iter__(self):
+                recorder.passes += 1
+                return super().__iter__()
+
+        loader.__class__ = CountingLoader
+        model.register_forward_hook(functools.partial(_record_training, self))  # picklable, unlike a lambda
+
+    def report(self) -> dict:
+        return {"training_passes": len(self.trained_passes), "loader_passes": self.passes,
+                "trained_levels": self.levels}
+
+
+def _record_training(recorder: TrainingRecorder, model: nn.Module, inputs, output) -> None:
     from hw2.models import prunable_weights
 
     if model.training and torch.is_grad_enabled():
+        recorder.trained_passes.add(recorder.passes)
         level = [int((w == 0).sum()) for w in prunable_weights(model).values()]
-        if not levels or levels[-1] != level:
-            levels.append(level)
+        if not recorder.levels or recorder.levels[-1] != level:
+            recorder.levels.append(level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,23 +683,30 @@ PLOT_RECORDS = [{"label": "Omp_unstructured", "sparsity": 0.7994, "accuracy": 91
 
 def plot_sparsity(workdir: str) -> dict:
     """The returned points, and the points the saved figure draws (every line's and scatter's data, per axes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from hw2 import pruning
 
     path = str(Path(workdir) / "sparsity_vs_accuracy.png")
     saved = []
-    original = Figure.savefig
+    originals = (Figure.savefig, FigureCanvasAgg.print_png)
 
+    @functools.wraps(originals[0])
     def savefig(figure, *args, **kwargs):  # plt.savefig and fig.savefig both end here
         saved.append(figure)
-        return original(figure, *args, **kwargs)
+        return originals[0](figure, *args, **kwargs)
 
-    Figure.savefig = savefig
+    @functools.wraps(originals[1])  # the same signature: savefig passes a print method only the keywords it takes
+    def print_png(canvas, *args, **kwargs):  # and a canvas written directly
+        saved.append(canvas.figure)
+        return originals[1](canvas, *args, **kwargs)
+
+    Figure.savefig, FigureCanvasAgg.print_png = savefig, print_png
     try:
         result = call(pruning.plot_sparsity_vs_accuracy, copy.deepcopy(PLOT_RECORDS), path, 93.0)
     finally:
-        Figure.savefig = original
+        Figure.savefig, FigureCanvasAgg.print_png = originals
     result.update(records=PLOT_RECORDS, path=path, drawn=drawn_points(saved[-1]) if saved else None,
                   heights=drawn_heights(saved[-1]) if saved else None)
     return result
@@ -655,10 +717,16 @@ def drawn_heights(figure) -> list[float]:
     import numpy as np
 
     from matplotlib.collections import LineCollection
+    from matplotlib.lines import AxLine
 
     heights = []
     for axes in figure.axes:
         for line in axes.get_lines():
+            if isinstance(line, AxLine):  # ax.axline: through xy1, with a slope or through xy2
+                (x1, y1), xy2 = line.get_xy1(), line.get_xy2()
+                if line.get_slope() == 0 or (xy2 is not None and xy2[1] == y1):
+                    heights.append(float(y1))
+                continue
             heights += np.asarray(line.get_ydata(), dtype=float).reshape(-1).tolist()
         for collection in axes.collections:
             heights += np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)[:, 1].tolist()

@@ -303,7 +303,7 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         result = probe("masked_retrain", TRAINING, state=state)
         if not result.ok or "raised" in result.value:
             why = result.explain("masked_retrain") if not result.ok else f"masked_retrain {_raised(result.value)}"
-            credit.check(False, f"{label}: {why}", weight=4)  # all of this state's checks below
+            credit.check(False, f"{label}: {why}", weight=5)  # all of this state's checks below
             continue
         value = result.value
         regrown, frozen = [], []
@@ -318,16 +318,28 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         credit.check(not regrown, f"{label}: weights whose mask is 0 are no longer zero after retraining in "
                                   f"{', '.join(regrown)}: masked_retrain must keep them zero itself, from prune_masks",
                      weight=2)
-        steps = value.get("optimizer_steps", 0)
-        credit.check(not frozen and steps > 0,
+        steps, orphaned = value.get("optimizer_steps", 0), value.get("orphaned", [])
+        scheduled = value.get("scheduler_steps", steps)
+        credit.check(not frozen and steps > 0 and not orphaned and scheduled == steps,
                      f"{label}: the unpruned weights did not change in {', '.join(frozen)}: masked_retrain must train "
                      "the model for num_epochs with the given optimizer" if frozen else
                      f"{label}: the optimizer passed to masked_retrain never stepped: train with it (its learning rate, "
-                     "weight decay and scheduler are the caller's choice), not with an optimizer of your own")
-        moved = [bool((a != b).any()) for a, b in zip(value["running_means_before"], value["running_means_after"])]
-        credit.check(any(moved), f"{label}, handed over in eval mode (as after an evaluation): the BatchNorm running "
-                                 "statistics did not change, so it was not trained in training mode: call model.train() "
-                                 "before the training steps")
+                     "weight decay and scheduler are the caller's choice), not with an optimizer of your own"
+                     if not steps else
+                     f"{label}: afterwards {', '.join(orphaned[:3])} are new Parameter objects the given optimizer "
+                     "does not hold, so they stopped training: change weights in place (with torch.no_grad(): "
+                     "w.mul_(mask)), never replace them" if orphaned else
+                     f"{label}: the scheduler passed to masked_retrain stepped {scheduled} time(s) for {steps} "
+                     "optimizer steps: step it once after every optimizer step (it is a per-step schedule)")
+        epochs, trained = value.get("epochs", 1), value.get("training_passes", 0)
+        credit.check(trained == epochs, f"{label}, handed over in eval mode (as after an evaluation), num_epochs="
+                                        f"{epochs}: it trained (training mode, gradients on) in {trained} pass(es) over "
+                                        "train_loader: train num_epochs epochs, calling model.train() at the start "
+                                        "of each (an evaluation in between switches it to eval mode)")
+        live = value.get("live_pruned", [])
+        credit.check(not live, f"{label}: during training, forward passes used nonzero values of pruned weights in "
+                               f"{', '.join(live[:3])}: keep them zero after every optimizer step, not only at the end "
+                               "of an epoch")
     credit.verify()
 
 
@@ -359,7 +371,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
              f"{sparsity_type}, iterations={iterations}, on {TINY}")
     if not result.ok or "raised" in result.value:  # nothing to judge: every check of this case fails, with one message
         why = result.explain(name) if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
-        return [(1, False, f"{where}: {why}")] * (5 if method == "omp" else 8)
+        return [(1, False, f"{where}: {why}")] * (7 if method == "omp" else 9)
     value = result.value
     log = value["value"]
     entries = isinstance(log, list) and all(isinstance(e, dict) for e in log)
@@ -368,6 +380,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
     wrong = _final_counts_ok(value, sparsity_type)
     unit = "weights" if sparsity_type == "unstructured" else "filters"
     checks = [(1, entries, f"{where}: {name} must return a list with one dict per pruning step")]
+    trained, epochs = value.get("training_passes", 0), value.get("epochs", 1)
     if method == "omp":
         checks.append((1, len(log) == 1, f"{where}: one-shot pruning must prune once (one log entry), got {len(log)}"))
         checks.append((1, not wrong, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
@@ -379,6 +392,8 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                                     "picks from the weights OMP was given: prune them first, then retrain"))
         checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                       "the unpruned weights did not change: OMP must retrain after pruning")))
+        checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode, gradients on) in "
+                                             f"{trained} pass(es) over train_loader: retrain for `epochs` epochs"))
         checks.append(_logged_sparsity_check(value, log, where))
         return checks
     checks.append((1, len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}"))
@@ -402,16 +417,19 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                    if numbers else no_ratios))
     checks.append((1, not wrong, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   f"after the last round each layer must be at its target ratio; wrong layers: {', '.join(wrong) or 'none'}")))
-    # Retrained every round: trained after the last pruning, and at as many sparsity levels as rounds (or, where
-    # small layers round two rounds to the same counts, with at least one pass over the training data per round).
-    levels = {tuple(level) for level in value.get("trained_levels", [])}
-    last = tuple(value.get("final_level", ())) in levels
-    passes = value.get("training_passes", 0)
-    retrained = last and (len(levels) >= iterations or passes >= iterations)
+    # Retrained every round: `epochs` training passes per round, the first of them before the last pruning (at
+    # fewer zeros than the end) and the last after it (rounds of small layers may round to the same counts, so
+    # the levels trained at are not required to be as many as the rounds).
+    levels = [tuple(level) for level in value.get("trained_levels", [])]
+    final = tuple(value.get("final_level", ()))
+    last, early = final in levels, bool(levels) and sum(levels[0]) < sum(final)
+    retrained = last and early and trained == iterations * epochs
     checks.append((1, retrained, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   ("the model was not trained after its last pruning" if not last else
-                   f"the model was trained at {len(levels)} sparsity level(s) in {passes} pass(es) over the data")
-                  + f": retrain after each of the {iterations} rounds")))
+                   "the model was first trained with all its final zeros: it was not pruned step by step between "
+                   "trainings" if not early else
+                   f"it trained (training mode, gradients on) in {trained} pass(es) over train_loader, not "
+                   f"{iterations} x {epochs}") + f": retrain for `epochs` epochs after each of the {iterations} rounds")))
     checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   "the unpruned weights did not change: retrain after each round")))
     checks.append(_logged_sparsity_check(value, log, where))
@@ -419,13 +437,20 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
 
 
 def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, str]:
-    """The last entry's "sparsity" is the model's overall sparsity after its last pruning (the masks hold afterwards)."""
+    """The last entry's "sparsity" is the model's overall sparsity after its last pruning (the masks hold afterwards);
+    with several entries, each round's is its own: they rise from the first to the last."""
     after = value["after"]
     overall = sum(int((w == 0).sum()) for w in after.values()) / sum(w.numel() for w in after.values())
-    logged = log[-1].get("sparsity") if log and isinstance(log[-1], dict) else None
-    ok = _is_number(logged) and math.isclose(logged, overall, abs_tol=1e-6)
-    return (1, ok, f"{where}: the last log entry's 'sparsity' must be the model's overall sparsity after that "
-                   "pruning step (zero weights / all Conv2d and Linear weights)" + _observed(logged, overall))
+    logged = [e.get("sparsity") if isinstance(e, dict) else None for e in log]
+    last = logged[-1] if logged else None
+    ok = _is_number(last) and math.isclose(last, overall, abs_tol=1e-6)
+    rising = all(_is_number(x) for x in logged) and (len(logged) < 2 or (
+        all(a <= b + 1e-12 for a, b in zip(logged, logged[1:])) and logged[0] < logged[-1]))
+    return (1, ok and rising,
+            f"{where}: the last log entry's 'sparsity' must be the model's overall sparsity after that pruning step "
+            "(zero weights / all Conv2d and Linear weights)" + _observed(last, overall) if not ok else
+            f"{where}: each round's 'sparsity' must be that round's (after its pruning): they must rise from the first "
+            "round to the last")
 
 
 def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> None:
@@ -457,7 +482,7 @@ def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> N
 @pytest.mark.points(5)
 def test_oneshot_prunes_once_to_target_and_retrains(probe, credit):
     for sparsity_type in ("unstructured", "filter"):
-        _judge_method(probe, credit, "omp", sparsity_type)
+        _judge_method(probe, credit, "omp", sparsity_type, epochs=2)
     credit.verify()
 
 
@@ -549,10 +574,10 @@ def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
     credit.verify()
 
 
-def _drawn_at(points: list, sparsity: float, accuracy: float) -> bool:
-    """A drawn point at (sparsity, accuracy); sparsity as a fraction or in percent, accuracy in percent or a fraction."""
+def _drawn_at(points: list, sparsity: float, accuracy: float, ys: float) -> bool:
+    """A drawn point at (sparsity, accuracy); sparsity as a fraction or in percent, accuracy scaled by ``ys``."""
     return any(math.isclose(x, sparsity * xs, rel_tol=1e-6, abs_tol=1e-9) and math.isclose(y, accuracy * ys, rel_tol=1e-6)
-               for x, y in points for xs in (1, 100) for ys in (1, 0.01))
+               for x, y in points for xs in (1, 100))
 
 
 @pytest.mark.points(2)
@@ -572,10 +597,13 @@ def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, c
         credit.check(False, "the figure was not saved with savefig (plt.savefig or fig.savefig), so its points could "
                             "not be read")
     else:
-        missing = [r["label"] for r in PLOT_RECORDS if not _drawn_at(drawn, r["sparsity"], r["accuracy"])]
+        # the accuracy axis in percent, or as fractions: the scale the points use is the one the dense line must use
+        scale = max((1, 0.01), key=lambda ys: sum(_drawn_at(drawn, r["sparsity"], r["accuracy"], ys) for r in PLOT_RECORDS))
+        missing = [r["label"] for r in PLOT_RECORDS if not _drawn_at(drawn, r["sparsity"], r["accuracy"], scale)]
         credit.check(not missing, "the figure must draw each record as a point at x = sparsity, y = accuracy (lines "
                                   f"or scatter); no such point for {', '.join(missing)}")
-        dense = any(math.isclose(h, 93.0 * scale, rel_tol=1e-6) for h in value.get("heights") or [] for scale in (1, 0.01))
-        credit.check(dense, "the figure must draw dense_accuracy (e.g. a horizontal line at its height)")
+        dense = any(math.isclose(h, 93.0 * scale, rel_tol=1e-6) for h in value.get("heights") or [])
+        credit.check(dense, "the figure must draw dense_accuracy (e.g. a horizontal line at its height), on the "
+                            "accuracy scale of the points")
     credit.check(is_png(value["path"]), "must write a valid PNG to out_path")
     credit.verify()

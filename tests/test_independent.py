@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from tests.independent import CORRECT, HERE, SOLUTIONS, WRONG, grade_in_process
+from tests.independent import CORRECT, SOLUTIONS, WRONG, grade_in_process
 from tests.mutants import MUTANTS, REPO_ROOT
 
 CODE_TESTS = re.findall(r"^def (test_\w+)\(", (REPO_ROOT / "grader" / "test_functions.py").read_text(), flags=re.MULTILINE)
@@ -27,9 +27,10 @@ def test_suite_has_enough_solutions_each_naming_a_real_graded_test():
     assert len(CORRECT) >= 4 and len(WRONG) >= 10
     assert len({s.name for s in SOLUTIONS}) == len(SOLUTIONS)
     assert not {s.name for s in SOLUTIONS} & {m.name for m in MUTANTS}
-    assert all(s.base in {c.name for c in CORRECT} and s.test in CODE_TESTS for s in WRONG)
-    assert all((HERE / f"{s.name}.py").is_file() for s in CORRECT)
-    assert all((HERE / f"bug_{s.name}.py").is_file() for s in WRONG)
+    originals = {c.name for c in CORRECT if not c.base}
+    assert all(s.base in originals and s.test in CODE_TESTS for s in WRONG)
+    assert all(s.base in originals for s in CORRECT if s.base)
+    assert all(s.file.is_file() for s in SOLUTIONS)
 
 
 def code_lines(source: str) -> list[str]:

@@ -4,15 +4,18 @@ The reference and its mutants share one author's assumptions (prune hooks, argso
 masks, one schedule); a grader tested only on them can be wrong about code it has
 never seen.  The solutions here are written in other styles: plain weights with
 the masks re-applied after each optimizer step (or from an optimizer step hook),
-``torch.kthvalue`` / ``torch.topk`` / numpy thresholds, gradient masking,
-``torch.nn.utils.parametrize``, mask buffers with an own training loop, the
-``torch.nn.utils.prune`` API, dicts edited in place, models rebuilt from their widths.  ``CORRECT`` must score full marks on every code test; each of ``WRONG``
+``torch.kthvalue`` / ``torch.topk`` / numpy / float64 thresholds, gradient masking,
+``torch.nn.utils.parametrize``, mask buffers with an own training loop, masks
+applied through ``state_dict`` copies, a ``Pruner`` class, the
+``torch.nn.utils.prune`` API, dicts edited in place, models rebuilt from their
+widths.  ``CORRECT`` must score full marks on every code test; each of ``WRONG``
 is one of them with one plausible student bug, and must lose points on the test
 that names the bug and nowhere else.
 
 Each correct solution is a complete ``hw2/pruning.py`` (``<name>.py`` here); a
 wrong one is its base's source followed by ``bug_<name>.py``, whose definitions
-replace the base's.
+replace the base's; a correct variation (another way to draw a figure, say) is
+its base followed by ``variant_<name>.py``.
 """
 from __future__ import annotations
 
@@ -32,23 +35,31 @@ HERE = Path(__file__).resolve().parent
 class Independent:
     name: str
     why: str  # for a correct one: its style; for a wrong one: the bug
-    base: str = ""  # wrong ones: the correct solution the bug is added to
+    base: str = ""  # wrong ones and variants: the correct solution the change is added to
     test: str = ""  # wrong ones: the graded test that must lose points (and no other)
+    variant: bool = False  # a correct variation of ``base`` (variant_<name>.py), e.g. another way to draw a figure
 
     @property
     def correct(self) -> bool:
-        return not self.base
+        return not self.base or self.variant
+
+    @property
+    def file(self) -> Path:
+        return HERE / (f"{self.name}.py" if not self.base else f"variant_{self.name}.py" if self.variant
+                       else f"bug_{self.name}.py")
 
     def source(self) -> str:
-        if self.correct:
-            return (HERE / f"{self.name}.py").read_text()
-        return (HERE / f"{self.base}.py").read_text() + "\n\n# --- the bug ---\n" + (HERE / f"bug_{self.name}.py").read_text()
+        if not self.base:
+            return self.file.read_text()
+        change = "the variation" if self.variant else "the bug"
+        return (HERE / f"{self.base}.py").read_text() + f"\n\n# --- {change} ---\n" + self.file.read_text()
 
 
 T = {  # the graded tests the wrong solutions name
     "yaml": "test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files",
     "unchanged": "test_mask_functions_leave_input_unchanged",
     "unstructured_count": "test_unstructured_prune_mask_shape_and_count",
+    "unstructured_rank": "test_unstructured_prune_removes_smallest_magnitudes",
     "filter_count": "test_filter_prune_removes_whole_filters_in_right_number",
     "filter_rank": "test_filter_prune_ranks_filters_by_l2_norm",
     "apply": "test_apply_pruning_masks_each_layer_to_its_own_ratio",
@@ -85,6 +96,26 @@ CORRECT = [
                                     "and 2-D weights in filter_prune, deterministic ties"),
     Independent("minimal_prune_api", "the shortest code that meets the contract: torch.nn.utils.prune computes the "
                                      "masks, hw2.train runs the training loop"),
+    Independent("oop_pruner", "a Pruner class with bool masks keyed by module objects, torch.where, its own forward "
+                              "pre-hooks plus re-masking after each step, an explicit percent schedule, pyplot "
+                              "state-machine plots"),
+    Independent("functional_reduce", "no_grad-decorated helpers and functools.reduce, a YAML check that collects "
+                                     "every error, train_epoch with after_step, SGD with a LambdaLR cosine, OO plots "
+                                     "with scatter and hlines"),
+    Independent("state_dict_masks", "masks applied through state_dict copies and load_state_dict, kept in a model "
+                                    "attribute, an enumerate loop with the learning rate set by hand, a descending "
+                                    "sort"),
+    Independent("careful_numerics", "float64 ranking with an index tie-break, floor(s*n + 0.5) counts, einsum filter "
+                                    "norms, gradient hooks plus re-zeroing, a cubic IMP schedule, a percent x-axis "
+                                    "with annotated points"),
+    Independent("plot_dense_by_axline", "the dense line drawn with ax.axline((0, dense), slope=0)",
+                "functional_reduce", variant=True),
+    Independent("plot_written_by_canvas", "the figure written with FigureCanvasAgg(fig).print_png, not savefig",
+                "functional_reduce", variant=True),
+    Independent("plot_errorbar_hlines_percent", "points drawn with errorbar, the dense line with ax.hlines, percent "
+                                                "ticks", "careful_numerics", variant=True),
+    Independent("retrain_walks_iter_next", "masked_retrain walks the loader with iter() and next()",
+                "oop_pruner", variant=True),
 ]
 
 WRONG = [
@@ -174,6 +205,40 @@ WRONG = [
                 "defensive_checks", T["compact"]),
     Independent("compact_resets_running_var", "the compact BatchNorms get running_var 1",
                 "vectorised_topk", T["compact"]),
+    Independent("imp_all_epochs_at_end", "prunes every round back to back, then trains iterations x epochs at the "
+                                         "end", "functional_reduce", T["imp"]),
+    Independent("imp_logs_schedule_prunes_target", "logs a rising schedule but prunes to the full target in the "
+                                                   "first round", "oop_pruner", T["imp"]),
+    Independent("imp_log_final_sparsity_everywhere", "every round's log entry holds the final sparsity",
+                "oop_pruner", T["imp"]),
+    Independent("omp_ignores_epochs", "OMP retrains one epoch whatever epochs says", "oop_pruner", T["omp"]),
+    Independent("plot_dense_as_fraction", "accuracies drawn in percent, the dense line at 0.93",
+                "functional_reduce", T["plot_sparsity"]),
+    Independent("retrain_ignores_num_epochs", "masked_retrain always trains one epoch",
+                "functional_reduce", T["retrain"]),
+    Independent("retrain_masks_once_per_epoch", "the masks are re-applied once per epoch, not after every step",
+                "functional_reduce", T["retrain"]),
+    Independent("retrain_new_parameter", "re-applies masks by assigning new nn.Parameter objects the optimizer does "
+                                         "not hold", "functional_reduce", T["retrain"]),
+    Independent("retrain_train_mode_once", "model.train() only before the epoch loop: after an evaluation it trains "
+                                           "in eval mode", "oop_pruner", T["retrain"]),
+    Independent("filter_view_channels_last", "filter_prune views the weight: raises on channels_last weights",
+                "functional_reduce", T["filter_count"]),
+    Independent("retrain_ignores_scheduler", "the scheduler argument is never stepped",
+                "state_dict_masks", T["retrain"]),
+    Independent("yaml_finds_nested_key", "finds prune_ratios nested under another key", "state_dict_masks", T["yaml"]),
+    Independent("yaml_flattens_groups", "flattens layers grouped under a name", "careful_numerics", T["yaml"]),
+    Independent("yaml_nan_accepted", "v < 0 or v >= 1 lets .nan through", "careful_numerics", T["yaml"]),
+    Independent("yaml_bool_accepted", "false is taken as the number 0", "state_dict_masks", T["yaml"]),
+    Independent("sparsity_rounded", "sparsities rounded to 3 decimals", "state_dict_masks", T["sparsity"]),
+    Independent("retrain_conv_only", "masks re-applied to conv weights only: the classifier's pruned weights regrow",
+                "state_dict_masks", T["retrain"]),
+    Independent("compact_drops_classifier_bias", "the compact classifier has no bias",
+                "state_dict_masks", T["compact"]),
+    Independent("apply_bn_before_conv", "masks the BatchNorm before the conv instead of after it",
+                "state_dict_masks", T["batchnorm"]),
+    Independent("unstructured_ranks_in_bf16", "magnitudes ranked in bfloat16: near-ties misranked",
+                "state_dict_masks", T["unstructured_rank"]),
 ]
 SOLUTIONS = CORRECT + WRONG
 
