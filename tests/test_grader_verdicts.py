@@ -59,6 +59,8 @@ def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_lo
             optimizer.zero_grad()
             loss_fn(model(x), y).backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             with torch.no_grad():
                 for name, mask in prune_masks.items():
                     params[name].mul_(mask)
