@@ -65,12 +65,17 @@ def pruned_not_larger_than_kept(scores: torch.Tensor, pruned: torch.Tensor) -> b
     return float(scores[pruned].max()) <= float(scores[~pruned].min())
 
 
+def whole_filters(mask: torch.Tensor) -> bool:
+    """Each output filter (dim 0) of ``mask`` is all 1 or all 0."""
+    rows = mask.reshape(mask.shape[0], -1)
+    return bool(((rows == 0).all(dim=1) | (rows == 1).all(dim=1)).all())
+
+
 def kept_rows_by_norm(tensor: torch.Tensor, mask: torch.Tensor) -> bool:
     """Whole filters pruned, and a pruned filter's L2 norm never exceeds a kept one's."""
-    rows = mask.reshape(mask.shape[0], -1)
-    pruned = (rows == 0).all(dim=1)
-    if not bool((pruned | (rows == 1).all(dim=1)).all()):
+    if not whole_filters(mask):
         return False
+    pruned = (mask.reshape(mask.shape[0], -1) == 0).all(dim=1)
     return pruned_not_larger_than_kept(tensor.reshape(tensor.shape[0], -1).norm(dim=1), pruned)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grader.checks import (count_in_range, expected_parameters, is_png, kept_rows_by_norm, layer_zero_counts,
-                           pruned_not_larger_than_kept)
+                           pruned_not_larger_than_kept, whole_filters)
 from grader.probes import PLOT_RECORDS, RETRAIN_STATES, TINY_FILTER_RATIOS, TINY_RATIOS, YAML_REJECTIONS
 
 SHORT, TRAINING = 60, 180  # seconds a student call may take: tensor functions / functions that train the tiny model
@@ -96,17 +96,12 @@ def _ranked_cases(credit, cases: list, function: str, per_filter: bool) -> list:
               for i, case in enumerate(cases, 1) if "raised" not in case]
     judged = [(i, case, mask) for i, case, mask in judged if mask is not None]
     if per_filter:  # masks that are not whole filters cost points in the count test; the ranking is judged elsewhere
-        whole = [(i, case, mask) for i, case, mask in judged if _whole_filters(mask)]
+        whole = [(i, case, mask) for i, case, mask in judged if whole_filters(mask)]
         judged = whole or judged
     if not judged:
         first = next((case for case in cases if "raised" in case), None)
         credit.fail(f"{function} {_raised(first)}" if first else f"{function} returned no mask that fits its input")
     return judged
-
-
-def _whole_filters(mask: torch.Tensor) -> bool:
-    rows = mask.reshape(mask.shape[0], -1)
-    return bool(((rows == 0).all(dim=1) | (rows == 1).all(dim=1)).all())
 
 
 @pytest.mark.points(2)
@@ -138,9 +133,8 @@ def test_filter_prune_removes_whole_filters_in_right_number(probe, credit):
         if not credit.check(isinstance(mask, torch.Tensor) and tuple(mask.shape) == shape,
                             f"{where}: the mask must be a tensor of the input's shape"):
             continue
-        rows = mask.reshape(shape[0], -1)
-        whole = bool(((rows == 0).all(dim=1) | (rows == 1).all(dim=1)).all())
-        pruned = int((rows == 0).all(dim=1).sum())
+        whole = whole_filters(mask)
+        pruned = int((mask.reshape(shape[0], -1) == 0).all(dim=1).sum())
         credit.check(whole, f"{where}: each output filter (dim 0) must be either all kept or all pruned")
         credit.check(whole and count_in_range(pruned, shape[0], case["sparsity"]),
                      f"{where}: the number of pruned filters must be floor or ceil of sparsity x C_out")
@@ -153,7 +147,7 @@ def test_filter_prune_ranks_filters_by_l2_norm(probe, credit):
     for i, case, mask in _ranked_cases(credit, cases, "filter_prune", per_filter=True):
         credit.check(kept_rows_by_norm(case["input"], mask),
                      f"case {i}: a pruned filter has a larger L2 norm than a kept one"
-                     + ("" if _whole_filters(mask) else " (or its filters are not whole)"))
+                     + ("" if whole_filters(mask) else " (or its filters are not whole)"))
     credit.verify()
 
 
