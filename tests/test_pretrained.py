@@ -62,3 +62,12 @@ def test_card_accuracy_is_remeasured_on_the_test_set_in_float32(cifar10_dir):
     model = VGG13.from_state_dict(load_checkpoint(PRETRAINED)[0])
     measured = evaluate(model, test_loader, "cpu", exact=True)
     assert measured == pytest.approx(float(card_value("test accuracy (float32)").rstrip(" %")), abs=0.05)
+
+
+def test_train_defaults_on_cifar10_are_the_shipped_models_recipe():
+    """``python -m hw2.train`` with no flags retrains the shipped model's recipe, as its error message promises."""
+    from hw2.train import DENSE_RECIPE
+
+    log = json.loads(PRETRAINED.with_suffix(".json").read_text())
+    assert log["dataset"] == "cifar10"
+    assert {key: log[key] for key in DENSE_RECIPE} == DENSE_RECIPE
