@@ -30,8 +30,8 @@ LABEL_SMOOTHING = 0.1  # the dense recipe's; masked retraining keeps the loss th
 _precision = "auto"  # set once per run by set_precision (the --precision flag)
 # ``python -m hw2.train``'s defaults on CIFAR-10: the recipe of the shipped pretrained/vgg13_cifar10.pt (its model card)
 DENSE_RECIPE = {"epochs": 27, "lr": 0.4, "batch_size": 256, "cutout": 8}
-# on other data (synthetic, Fashion-MNIST): plainer defaults
-OTHER_RECIPE = {"epochs": 40, "lr": 0.2, "batch_size": None, "cutout": 0}
+# on other data (synthetic, Fashion-MNIST): plainer defaults; the batch size is default_batch_size's
+OTHER_RECIPE = {"epochs": 40, "lr": 0.2, "cutout": 0}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -309,9 +309,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m hw2.train", description="Train the dense model that pruning starts from.")
     add_run_args(parser)
-    recipe = ("on cifar10 the shipped model's: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in DENSE_RECIPE.items())
-              + "; elsewhere " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in OTHER_RECIPE.items() if v is not None))
-    parser.epilog = f"Defaults: {recipe} (see pretrained/README.md)."
+    def flags(recipe: dict) -> str:
+        return ", ".join(f"{key.replace('_', '-')} {value}" for key, value in recipe.items())
+    parser.epilog = f"Defaults: on cifar10 the shipped model's: {flags(DENSE_RECIPE)}; elsewhere {flags(OTHER_RECIPE)} (see pretrained/README.md)."
     parser.add_argument("--epochs", type=at_least(1), default=None, help="training epochs (default: see below)")
     parser.add_argument("--lr", type=at_least(0, float, above=True), default=None,
                         help="peak learning rate at batch 512 (scaled with --batch-size), SGD Nesterov (default: see below)")
