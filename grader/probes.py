@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from grader.sandbox import memory_hint
 
@@ -307,6 +308,67 @@ def shrink_kept_weights(model: nn.Module, names, sparsity_type: str, factor: flo
     model.train(was_training)
 
 
+class LargestShrinker:
+    """A forward pre-hook: from the model's first training forward pass on, holds the largest kept weights of each
+    named layer (the top 5 % by magnitude, at least one; for filters, the filter with the largest L2 norm) at 1/1000
+    of their value, before every training forward pass and after every optimizer step (``hold``), as if retraining
+    had made them the smallest.
+
+    Stands in for what retraining does between IMP's rounds: the later rounds of an IMP that ranks the weights as
+    retraining left them prune these first, while one that ranks a copy taken before retraining (the weights it was
+    given) never does, since they were its largest.  They are held, not scaled once: after a BatchNorm, a filter's
+    scale does not change the layer's output, so training would grow a scaled filter back.  Entries already pruned
+    (zero) are left alone.  Records what it holds and the zeros each layer had when it started.
+    """
+
+    FACTOR = 1e-3
+    FRACTION = 0.05
+
+    def __init__(self, names, sparsity_type: str):
+        self.names = list(names)
+        self.sparsity_type = sparsity_type
+        self.shrunk: dict[str, dict] = {}
+        self._values: dict[str, torch.Tensor] = {}
+
+    def __call__(self, model: nn.Module, inputs) -> None:
+        if model.training and torch.is_grad_enabled():
+            self.hold(model, start=True)
+
+    def hold(self, model: nn.Module, start: bool = False) -> None:
+        """Put the chosen kept entries back to their held values (``start``: choosing them first if not yet done)."""
+        from hw2.models import prunable_weights
+
+        current = prunable_weights(model)
+        if not self.shrunk and start:
+            for name in self.names:
+                self._choose(name, current[name].detach().float().cpu())
+        with torch.no_grad():
+            for name, info in self.shrunk.items():
+                alive = info["chosen"] & (current[name].detach().cpu() != 0)
+                module = model.get_submodule(name.rpartition(".")[0])
+                for parameter in module.parameters():
+                    if parameter.shape == alive.shape:
+                        held = self._values[name].to(parameter.device, parameter.dtype)
+                        parameter.copy_(torch.where(alive.to(parameter.device), held, parameter))
+
+    def _choose(self, name: str, weight: torch.Tensor) -> None:
+        if self.sparsity_type == "unstructured":
+            kept = (weight != 0).flatten()
+            count = max(1, int(self.FRACTION * int(kept.sum())))
+            magnitude = torch.where(kept, weight.abs().flatten(), torch.full_like(weight.flatten(), -1.0))
+            chosen = torch.zeros(weight.numel(), dtype=torch.bool)
+            chosen[torch.topk(magnitude, count).indices] = True
+            chosen = chosen.view_as(weight)
+            zeros = int((weight == 0).sum())
+        else:
+            rows = torch.zeros(weight.shape[0], dtype=torch.bool)
+            rows[int(weight.flatten(1).norm(dim=1).argmax())] = True
+            chosen = rows.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
+            zeros = int((weight.flatten(1) == 0).all(dim=1).sum())
+        self._values[name] = weight * self.FACTOR
+        self.shrunk[name] = {"chosen": chosen, "zeros_then": zeros}
+
+
 def _model_with_known_zeros() -> nn.Module:
     """Zeros in conv weights (some whole filters), in BatchNorm and in the classifier bias; the same every call."""
     model = tiny_vgg(seed=5)
@@ -421,7 +483,8 @@ GRADED_HELPERS = ("unstructured_prune", "filter_prune", "apply_pruning", "test_s
 
 def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1, helpers: str = "own") -> dict:
     """OMP or IMP on the tiny model with tiny data: the log, the weights before and after, the sparsity levels
-    (zeros per layer) the model was trained at, in order, and the passes over the training data.
+    (zeros per layer) the model was trained at, in order, and the passes over the training data.  For IMP, a
+    ``LargestShrinker`` holds each layer's largest kept weights small from the first retraining on (``"shrunk"``).
 
     ``helpers="grader"`` runs it with the grader's own versions of the functions graded in their own tests
     (``GRADED_HELPERS``) in place of the student's: a defect in one of those costs points in its own test, and the
@@ -430,6 +493,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
     from hw2 import pruning
 
     saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
+    held = None  # IMP: the optimizer hook that holds the shrunk weights (removed at the end)
     replacements = grader_helpers()
     if helpers == "grader":
         for name, function in replacements.items():
@@ -441,6 +505,11 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
         before = weights_of(model)
         recorder = TrainingRecorder()
         recorder.watch(train_loader, model)
+        shrinker = LargestShrinker([n for n, r in ratios.items() if r > 0], sparsity_type) if method == "imp" else None
+        if shrinker is not None:
+            model.register_forward_pre_hook(shrinker)
+            held = register_optimizer_step_post_hook(
+                lambda optimizer, args, kwargs: shrinker.hold(model))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
             result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
@@ -451,6 +520,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
         result.update(ratios=ratios, before=before, after=after, helpers=helpers, epochs=epochs,
                       helpers_available=bool(replacements), **recorder.report(),
                       final_level=[int((w == 0).sum()) for w in after.values()])
+        if shrinker is not None:
+            result["shrunk"] = shrinker.shrunk
         if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
             mask_function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
             result["own_masks"] = {name: call(mask_function, before[name].clone(), ratio) for name, ratio in ratios.items()}
@@ -458,6 +529,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
     finally:
         for name, function in saved.items():
             setattr(pruning, name, function)
+        if held is not None:
+            held.remove()
 
 
 class TrainingRecorder:

@@ -365,7 +365,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
              f"{sparsity_type}, iterations={iterations}, on {TINY}")
     if not result.ok or "raised" in result.value:  # nothing to judge: every check of this case fails, with one message
         why = result.explain(name) if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
-        return [(1, False, f"{where}: {why}")] * (7 if method == "omp" else 9)
+        return [(1, False, f"{where}: {why}")] * (7 if method == "omp" else 10)
     value = result.value
     log = value["value"]
     entries = isinstance(log, list) and all(isinstance(e, dict) for e in log)
@@ -426,8 +426,32 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                    f"{iterations} x {epochs}") + f": retrain for `epochs` epochs after each of the {iterations} rounds")))
     checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   "the unpruned weights did not change: retrain after each round")))
+    stale = _shrunk_but_kept(value, sparsity_type)
+    checks.append((1, not stale, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+                  f"in {', '.join(stale)}, the {unit} that retraining had made the smallest were still kept at the end "
+                  f"(from the first retraining on, the grader held the largest kept {unit} at 1/1000 of their value; "
+                  "later rounds pruned others): each round must rank the weights as the previous round's retraining left them, not "
+                  "a copy taken before")))
     checks.append(_logged_sparsity_check(value, log, where))
     return checks
+
+
+def _shrunk_but_kept(value, sparsity_type: str) -> list[str]:
+    """IMP layers where the later rounds pruned at least twice as many units (weights or filters) as the probe shrank
+    during the first retraining (``LargestShrinker``), yet kept more than half of the shrunk ones."""
+    stale = []
+    for name, info in value.get("shrunk", {}).items():
+        after, chosen = value["after"][name], info["chosen"]
+        if sparsity_type == "unstructured":
+            shrunk, pruned = int(chosen.sum()), int((after[chosen] == 0).sum())
+            zeros = int((after == 0).sum())
+        else:
+            rows = chosen.flatten(1).any(dim=1)
+            dead = (after.flatten(1) == 0).all(dim=1)
+            shrunk, pruned, zeros = int(rows.sum()), int(dead[rows].sum()), int(dead.sum())
+        if zeros - info["zeros_then"] >= 2 * shrunk and 2 * pruned < shrunk:
+            stale.append(name)
+    return stale
 
 
 def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, str]:

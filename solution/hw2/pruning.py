@@ -382,6 +382,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
                               lr: float = 0.01, weight_decay: float = 5e-4, progress: bool = True) -> list[dict]:
     """Iterative magnitude pruning (IMP): ``iterations`` rounds of (prune a bit more, masked retraining).
 
+    Each round prunes the weights as they are then, after the previous round's retraining.
     Each layer's ratio grows every round (a layer whose target is 0 stays at 0)
     and lands on its target in the last round (the reference removes the same fraction of the remaining
     weights each round: ratio_t = 1 - (1 - target) ** (t / iterations)).
@@ -399,7 +400,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
     Raises:
         ValueError: ``iterations`` < 3.
 
-    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; retrained for `epochs` epochs after every round's pruning, the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity. Helper defects as in oneshot_magnitude_prune.
+    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; each round ranks the weights as the previous round's retraining left them (not a copy taken before); retrained for `epochs` epochs after every round's pruning, the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity. Helper defects as in oneshot_magnitude_prune.
     """
     # BEGIN SOLUTION
     _check_sparsity_type(sparsity_type)

@@ -155,6 +155,8 @@ WRONG = [
     Independent("imp_overshoots_high_targets", "ratio_t = t x (1 - (1 - target)^(1/T)): past targets near 0.9 before "
                                                "the last round",
                 "vectorised_topk", T["imp"]),
+    Independent("imp_ranks_given_weights", "every round ranks a copy of the weights IMP was given, not the retrained "
+                                           "weights", "plain_kthvalue", T["imp"]),
     Independent("imp_middle_rounds_stand_still", "the middle rounds repeat the first round's ratio, so they prune "
                                                  "nothing more",
                 "vectorised_topk", T["imp"]),
