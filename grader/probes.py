@@ -481,14 +481,15 @@ METHOD_RATIOS = {"unstructured": {**TINY_RATIOS, "features.28.weight": 0.92},
 GRADED_HELPERS = ("unstructured_prune", "filter_prune", "apply_pruning", "test_sparsity", "masked_retrain")
 
 
-def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1, helpers: str = "own") -> dict:
+def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1, helpers: str = "own",
+                 lr: float | None = None) -> dict:
     """OMP or IMP on the tiny model with tiny data: the log, the weights before and after, the sparsity levels
     (zeros per layer) the model was trained at, in order, and the passes over the training data.  For IMP, a
     ``LargestShrinker`` holds each layer's largest kept weights small from the first retraining on (``"shrunk"``).
 
     ``helpers="grader"`` runs it with the grader's own versions of the functions graded in their own tests
     (``GRADED_HELPERS``) in place of the student's: a defect in one of those costs points in its own test, and the
-    OMP / IMP tests judge what OMP / IMP themselves do.
+    OMP / IMP tests judge what OMP / IMP themselves do.  ``lr`` (if given) is passed on; else the function's default.
     """
     from hw2 import pruning
 
@@ -511,6 +512,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             held = register_optimizer_step_post_hook(
                 lambda optimizer, args, kwargs: shrinker.hold(model))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
+        if lr is not None:
+            common["lr"] = lr
         if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
             result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
         else:

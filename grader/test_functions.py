@@ -471,20 +471,46 @@ def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, s
             "round to the last")
 
 
+OTHER_LR = 0.037  # OMP and IMP (unstructured) run a second time with this lr: the weights must come out different
+
+
+def _run_method(probe, method: str, sparsity_type: str, iterations: int, kwargs: dict, helpers: str = "own"):
+    """The probe result of OMP / IMP with the default lr and its checks; for unstructured, one more check: a second
+    run with ``lr=OTHER_LR`` must not leave exactly the same weights (a function that ignores its lr does)."""
+    extra = {"helpers": helpers} if helpers != "own" else {}
+    result = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **extra, **kwargs)
+    checks = _method_checks(method, result, sparsity_type, iterations)
+    if sparsity_type == "unstructured":
+        name = "oneshot_magnitude_prune" if method == "omp" else "iterative_magnitude_prune"
+        where = f"{sparsity_type}, lr={OTHER_LR}, on {TINY}"
+        if not result.ok or "raised" in result.value:
+            checks.append((1, False, checks[0][2]))  # the same failure, already stated
+        else:
+            other = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, lr=OTHER_LR, **extra,
+                          **kwargs)
+            if not other.ok or "raised" in other.value:
+                why = other.explain(name) if not other.ok else \
+                    f"it raised {other.value['raised']}: {other.value['message']}"
+                checks.append((1, False, f"{where}: {why}"))
+            else:
+                same = all(torch.equal(other.value["after"][n], result.value["after"][n]) for n in result.value["after"])
+                checks.append((1, not same, f"{where}: the weights came out exactly as with the default lr=0.01: "
+                                            "retrain with the `lr` it is given"))
+    return result, checks
+
+
 def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> None:
     """Record OMP's / IMP's checks.  A check that fails with the student's helpers but passes when the grader's own
     helpers (mask functions, apply_pruning, test_sparsity, masked_retrain) stand in for them is a defect of a helper,
     graded in that helper's own test: it costs nothing here."""
     iterations = kwargs.get("iterations", 1)
-    result = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **kwargs)
-    own = _method_checks(method, result, sparsity_type, iterations)
+    result, own = _run_method(probe, method, sparsity_type, iterations, kwargs)
     no_helpers = result.ok and result.value.get("helpers_available") is False  # the public checks have none
     # (no second run after a timeout either: it would most likely time out again, doubling the grading time)
     if all(ok for _, ok, _ in own) or no_helpers or result.status in ("timeout", "broken"):
         credit.checks.extend(own)
         return
-    graders = _method_checks(method, probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type,
-                                           helpers="grader", **kwargs), sparsity_type, iterations)
+    _, graders = _run_method(probe, method, sparsity_type, iterations, kwargs, helpers="grader")
     rescued = []
     for (weight, ok, message), (_, ok_with_graders, _) in zip(own, graders):
         credit.check(ok or ok_with_graders, message, weight=weight)

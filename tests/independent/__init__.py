@@ -214,6 +214,7 @@ WRONG = [
     Independent("imp_log_final_sparsity_everywhere", "every round's log entry holds the final sparsity",
                 "oop_pruner", T["imp"]),
     Independent("omp_ignores_epochs", "OMP retrains one epoch whatever epochs says", "oop_pruner", T["omp"]),
+    Independent("omp_ignores_lr", "OMP retrains with lr=0.01 written in, whatever lr says", "vectorised_topk", T["omp"]),
     Independent("plot_dense_as_fraction", "accuracies drawn in percent, the dense line at 0.93",
                 "functional_reduce", T["plot_sparsity"]),
     Independent("retrain_ignores_num_epochs", "masked_retrain always trains one epoch",
