@@ -308,6 +308,20 @@ def shrink_kept_weights(model: nn.Module, names, sparsity_type: str, factor: flo
     model.train(was_training)
 
 
+def largest_kept(weight: torch.Tensor, sparsity_type: str, fraction: float) -> torch.Tensor:
+    """A bool tensor of ``weight``'s shape: its largest nonzero entries (``fraction`` of them, at least one) or, for
+    filters, its filter with the largest L2 norm."""
+    if sparsity_type == "unstructured":
+        kept = (weight != 0).flatten()
+        magnitude = torch.where(kept, weight.abs().flatten(), torch.full_like(weight.flatten(), -1.0))
+        chosen = torch.zeros(weight.numel(), dtype=torch.bool)
+        chosen[torch.topk(magnitude, max(1, int(fraction * int(kept.sum())))).indices] = True
+        return chosen.view_as(weight)
+    rows = torch.zeros(weight.shape[0], dtype=torch.bool)
+    rows[int(weight.flatten(1).norm(dim=1).argmax())] = True
+    return rows.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
+
+
 class LargestShrinker:
     """A forward pre-hook: from the model's first training forward pass on, holds the largest kept weights of each
     named layer (the top 5 % by magnitude, at least one; for filters, the filter with the largest L2 norm) at 1/1000
@@ -352,21 +366,10 @@ class LargestShrinker:
                         parameter.copy_(torch.where(alive.to(parameter.device), held, parameter))
 
     def _choose(self, name: str, weight: torch.Tensor) -> None:
-        if self.sparsity_type == "unstructured":
-            kept = (weight != 0).flatten()
-            count = max(1, int(self.FRACTION * int(kept.sum())))
-            magnitude = torch.where(kept, weight.abs().flatten(), torch.full_like(weight.flatten(), -1.0))
-            chosen = torch.zeros(weight.numel(), dtype=torch.bool)
-            chosen[torch.topk(magnitude, count).indices] = True
-            chosen = chosen.view_as(weight)
-            zeros = int((weight == 0).sum())
-        else:
-            rows = torch.zeros(weight.shape[0], dtype=torch.bool)
-            rows[int(weight.flatten(1).norm(dim=1).argmax())] = True
-            chosen = rows.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
-            zeros = int((weight.flatten(1) == 0).all(dim=1).sum())
+        chosen = largest_kept(weight, self.sparsity_type, self.FRACTION)
+        units = weight.flatten(1) if self.sparsity_type == "filter" else weight.reshape(-1, 1)  # filters or entries
         self._values[name] = weight * self.FACTOR
-        self.shrunk[name] = {"chosen": chosen, "zeros_then": zeros}
+        self.shrunk[name] = {"chosen": chosen, "zeros_then": int((units == 0).all(dim=1).sum())}
 
 
 def _model_with_known_zeros() -> nn.Module:

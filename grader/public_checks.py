@@ -14,7 +14,8 @@ reference answer stay in the staff repository and the Gradescope package.  From 
 * in ``probes.py``, only the probes the kept tests and the harness name, and ``RELEASE_MASKS``
   in place of the staff helpers that pick masked weights by magnitude: the visible checks that
   use those masks judge what the student's function does with masked weights, never which
-  weights are masked, so the release masks seeded random positions.  A staff helper that
+  weights are masked, so the release masks seeded random positions (and the IMP check holds seeded random kept
+  weights small, where the grader holds the largest).  A staff helper that
   ranks weights could otherwise be pasted into ``unstructured_prune`` or ``filter_prune``; and an
   empty ``grader_helpers``: the staff's own helpers (which OMP and IMP are re-run with when they
   fail with the student's) are reference answers.
@@ -74,13 +75,26 @@ def grader_filter_masks(model, ratios: dict) -> dict:
     return masks
 
 
+def largest_kept(weight: torch.Tensor, sparsity_type: str, fraction: float) -> torch.Tensor:
+    """Seeded random nonzero entries (``fraction`` of them, at least one) or, for filters, one random nonzero filter:
+    the public IMP check holds these small, where the grader holds the largest."""
+    gen = torch.Generator().manual_seed(0)
+    chosen = torch.zeros(weight.shape[0] if sparsity_type == "filter" else weight.numel(), dtype=torch.bool)
+    alive = ((weight.flatten(1) != 0).any(dim=1) if sparsity_type == "filter" else (weight != 0).flatten()).nonzero()
+    alive = alive.flatten()[torch.randperm(len(alive), generator=gen)]
+    chosen[alive[:1 if sparsity_type == "filter" else max(1, int(fraction * len(alive)))]] = True
+    if sparsity_type == "filter":
+        return chosen.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
+    return chosen.view_as(weight)
+
+
 def grader_helpers() -> dict:
     """None in the public checks: OMP and IMP run with your own helpers only (grading also tries the grader's, so
     that a helper's defect costs points in the helper's own test only)."""
     return {}
 
 
-RELEASE_MASKS = {"probes.py": (grader_unstructured_masks, grader_filter_masks, grader_helpers)}
+RELEASE_MASKS = {"probes.py": (grader_unstructured_masks, grader_filter_masks, largest_kept, grader_helpers)}
 
 
 # ---------------------------------------------------------------------------------------------
