@@ -440,16 +440,16 @@ def _shrunk_but_kept(value, sparsity_type: str) -> list[str]:
     """IMP layers where the later rounds pruned at least twice as many units (weights or filters) as the probe shrank
     during the first retraining (``LargestShrinker``), yet kept more than half of the shrunk ones."""
     stale = []
-    for name, info in value.get("shrunk", {}).items():
+    shrunk_info = value.get("shrunk", {})
+    zeros = layer_zero_counts({name: value["after"][name] for name in shrunk_info}, sparsity_type)
+    for name, info in shrunk_info.items():
         after, chosen = value["after"][name], info["chosen"]
         if sparsity_type == "unstructured":
             shrunk, pruned = int(chosen.sum()), int((after[chosen] == 0).sum())
-            zeros = int((after == 0).sum())
         else:
             rows = chosen.flatten(1).any(dim=1)
-            dead = (after.flatten(1) == 0).all(dim=1)
-            shrunk, pruned, zeros = int(rows.sum()), int(dead[rows].sum()), int(dead.sum())
-        if zeros - info["zeros_then"] >= 2 * shrunk and 2 * pruned < shrunk:
+            shrunk, pruned = int(rows.sum()), int((after.flatten(1)[rows] == 0).all(dim=1).sum())
+        if zeros[name] - info["zeros_then"] >= 2 * shrunk and 2 * pruned < shrunk:
             stale.append(name)
     return stale
 
