@@ -50,6 +50,21 @@ def tiny_vgg(seed: int = 0) -> nn.Module:
     return model
 
 
+def fit(model: nn.Module, train_loader, seed: int, epochs: int = 15, lr: float = 0.05) -> None:
+    """Train ``model`` in float32 with the grader's own loop (plain SGD with momentum): a tiny VGG13 learns the tiny
+    synthetic data in well under a second.  Seeded, and the global random state is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        model.train()
+        for _ in range(epochs):
+            for x, y in train_loader:
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+
 def tiny_loaders(seed: int = 0, batch_size: int = 16):
     from hw2.data import make_loaders, make_synthetic
 
@@ -419,6 +434,8 @@ def masked_retrain(state: str) -> dict:
     from hw2 import pruning
 
     model = tiny_vgg(seed=8)
+    train_loader, test_loader = tiny_loaders(seed=8)
+    fit(model, train_loader, seed=8)  # trained first: pruning costs accuracy, retraining wins some back
     masks = grader_unstructured_masks(model, TINY_RATIOS)
     masks.update(grader_filter_masks(model, {"features.17.weight": 0.5}))
     if state == "hooked":
@@ -428,7 +445,6 @@ def masked_retrain(state: str) -> dict:
             for name, mask in masks.items():
                 module_name, _, tensor_name = name.rpartition(".")
                 getattr(model.get_submodule(module_name), tensor_name).mul_(mask)
-    train_loader, test_loader = tiny_loaders(seed=8)
     before = weights_of(model)
     running_means_before = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     model.eval()  # as after an evaluation: masked_retrain must put it in training mode itself
@@ -450,7 +466,8 @@ def masked_retrain(state: str) -> dict:
                   batches=len(train_loader), running_means_before=running_means_before, epochs=RETRAIN_EPOCHS,
                   running_means_after=[m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)],
                   orphaned=sorted(n for n, p in model.named_parameters() if id(p) not in held),
-                  live_pruned=sorted(set(live_pruned)), **recorder.report())
+                  live_pruned=sorted(set(live_pruned)), accuracy_end=measured_accuracies(model, test_loader),
+                  **recorder.report())
     return result
 
 
@@ -487,8 +504,10 @@ GRADED_HELPERS = ("unstructured_prune", "filter_prune", "apply_pruning", "test_s
 def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: int = 1, helpers: str = "own",
                  lr: float | None = None) -> dict:
     """OMP or IMP on the tiny model with tiny data: the log, the weights before and after, the sparsity levels
-    (zeros per layer) the model was trained at, in order, and the passes over the training data.  For IMP, a
-    ``LargestShrinker`` holds each layer's largest kept weights small from the first retraining on (``"shrunk"``).
+    (zeros per layer) the model was trained at, in order, the passes over the training data, and the test accuracies
+    the probe measured when the retraining after each pruning began and at the end (``AccuracyWatch``).  For OMP the
+    grader trains the tiny model first (``fit``).  For IMP, a ``LargestShrinker`` holds each layer's largest kept
+    weights small from the first retraining on (``"shrunk"``).
 
     ``helpers="grader"`` runs it with the grader's own versions of the functions graded in their own tests
     (``GRADED_HELPERS``) in place of the student's: a defect in one of those costs points in its own test, and the
@@ -505,10 +524,14 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
     try:
         model = tiny_vgg(seed=9)
         train_loader, test_loader = tiny_loaders(seed=9)
+        if method == "omp":  # trained first, so pruning costs accuracy and retraining wins some back: a log that
+            fit(model, train_loader, seed=9)  # holds the same accuracy before and after retraining shows it
         ratios = dict(METHOD_RATIOS[sparsity_type])  # the probe's own targets
         before = weights_of(model)
         recorder = TrainingRecorder()
         recorder.watch(train_loader, model)
+        watch = AccuracyWatch(test_loader)
+        model.register_forward_pre_hook(watch, prepend=True)
         shrinker = LargestShrinker([n for n, r in ratios.items() if r > 0], sparsity_type) if method == "imp" else None
         if shrinker is not None:
             model.register_forward_pre_hook(shrinker)
@@ -525,7 +548,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
         after = weights_of(model)
         result.update(ratios=ratios, before=before, after=after, helpers=helpers, epochs=epochs,
                       helpers_available=bool(replacements), **recorder.report(),
-                      final_level=[int((w == 0).sum()) for w in after.values()])
+                      final_level=[int((w == 0).sum()) for w in after.values()],
+                      accuracy_starts=watch.starts, accuracy_end=measured_accuracies(model, test_loader))
         if shrinker is not None:
             result["shrunk"] = shrinker.shrunk
         if method == "omp":  # what the student's own mask function picks from the given weights: OMP must prune those
@@ -537,6 +561,53 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             setattr(pruning, name, function)
         if held is not None:
             held.remove()
+
+
+def measured_accuracies(model: nn.Module, loader) -> list[float]:
+    """The test accuracies (percent) of ``model`` on ``loader`` that an honest log may hold: as ``hw2.train.evaluate``
+    measures in float32 and by default (bf16 autocast where training uses it).  The model's train/eval modes and the
+    global random state are left as they were, so the student's training goes on as if nothing had happened."""
+    from hw2.train import evaluate
+
+    modes = [(module, module.training) for module in model.modules()]
+    state = torch.get_rng_state()
+    try:
+        with torch.no_grad():
+            return sorted({evaluate(model, loader, DEVICE, exact=True), evaluate(model, loader, DEVICE)})
+    finally:
+        torch.set_rng_state(state)
+        for module, mode in modes:
+            module.train(mode)
+
+
+class AccuracyWatch:
+    """A forward pre-hook that measures the test accuracy when retraining starts at a new sparsity level: before the
+    first training forward pass after a pruning (no optimizer step yet), i.e. what "accuracy_before_retrain" must hold.
+    ``starts`` lists those measurements in order.  A deep copy of the model shares the watch (training a copy is
+    seen too); registered first, it measures before any other hook of the probe changes a weight."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.starts: list[list[float]] = []
+        self._level = None
+        self._busy = False
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, model: nn.Module, inputs) -> None:
+        from hw2.models import prunable_weights
+
+        if self._busy or not (model.training and torch.is_grad_enabled()):
+            return
+        level = [int((w == 0).sum()) for w in prunable_weights(model).values()]
+        if level == self._level:
+            return
+        self._level, self._busy = level, True
+        try:
+            self.starts.append(measured_accuracies(model, self.loader))
+        finally:
+            self._busy = False
 
 
 class TrainingRecorder:

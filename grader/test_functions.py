@@ -297,7 +297,7 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         result = probe("masked_retrain", TRAINING, state=state)
         if not result.ok or "raised" in result.value:
             why = result.explain("masked_retrain") if not result.ok else f"masked_retrain {_raised(result.value)}"
-            credit.check(False, f"{label}: {why}", weight=5)  # all of this state's checks below
+            credit.check(False, f"{label}: {why}", weight=6)  # all of this state's checks below
             continue
         value = result.value
         regrown, frozen = [], []
@@ -334,6 +334,13 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         credit.check(not live, f"{label}: during training, forward passes used nonzero values of pruned weights in "
                                f"{', '.join(live[:3])}: keep them zero after every optimizer step, not only at the end "
                                "of an epoch")
+        history = value["value"] if isinstance(value["value"], list) else []
+        last = history[-1].get("test_accuracy") if history and isinstance(history[-1], dict) else None
+        credit.check(len(history) == epochs and _accuracy_matches(last, value.get("accuracy_end", [])),
+                     f"{label}: masked_retrain must return one dict per epoch, the last one's 'test_accuracy' the "
+                     f"retrained model's test accuracy in percent: " + (
+                         f"{len(history)} entries for num_epochs={epochs}" if len(history) != epochs else
+                         _accuracy_note(last, value.get("accuracy_end", [])) + " after retraining"))
     credit.verify()
 
 
@@ -365,7 +372,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
              f"{sparsity_type}, iterations={iterations}, on {TINY}")
     if not result.ok or "raised" in result.value:  # nothing to judge: every check of this case fails, with one message
         why = result.explain(name) if not result.ok else f"it raised {result.value['raised']}: {result.value['message']}"
-        return [(1, False, f"{where}: {why}")] * (7 if method == "omp" else 10)
+        return [(1, False, f"{where}: {why}")] * (8 if method == "omp" else 11)
     value = result.value
     log = value["value"]
     entries = isinstance(log, list) and all(isinstance(e, dict) for e in log)
@@ -389,6 +396,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
         checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode, gradients on) in "
                                              f"{trained} pass(es) over train_loader: retrain for `epochs` epochs"))
         checks.append(_logged_sparsity_check(value, log, where))
+        checks.append(_logged_accuracy_check(value, log, where, unchanged))
         return checks
     checks.append((1, len(log) == iterations, f"{where}: expected one log entry per round, got {len(log)}"))
     schedules = [e.get("ratios") if isinstance(e, dict) else None for e in log]
@@ -433,6 +441,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                   "later rounds pruned others): each round must rank the weights as the previous round's retraining left them, not "
                   "a copy taken before")))
     checks.append(_logged_sparsity_check(value, log, where))
+    checks.append(_logged_accuracy_check(value, log, where, unchanged))
     return checks
 
 
@@ -452,6 +461,38 @@ def _shrunk_but_kept(value, sparsity_type: str) -> list[str]:
         if zeros[name] - info["zeros_then"] >= 2 * shrunk and 2 * pruned < shrunk:
             stale.append(name)
     return stale
+
+
+ACCURACY_SLACK = 0.5  # points: a logged accuracy may be rounded (one test image of the probes is 3.125 points)
+
+
+def _accuracy_matches(logged, measured: list[float]) -> bool:
+    """Whether a logged test accuracy is one the probe measured (float32 or as hw2.train.evaluate does by default)."""
+    return _is_number(logged) and any(abs(logged - m) <= ACCURACY_SLACK for m in measured)
+
+
+def _accuracy_note(logged, measured: list[float]) -> str:
+    """What the probe measured, and a hint when the logged value reads as a fraction."""
+    shown = " or ".join(f"{m:.2f}%" for m in measured)
+    fraction = _is_number(logged) and any(abs(100 * logged - m) <= ACCURACY_SLACK for m in measured)
+    return f"{logged!r} logged, the grader measured {shown}" + (" (a fraction: log percent)" if fraction else "")
+
+
+def _logged_accuracy_check(value, log: list, where: str, unchanged: bool) -> tuple[float, bool, str]:
+    """The last entry's "accuracy_before_retrain" is the test accuracy (percent) when its retraining began, measured
+    by the probe before the first training step at the final sparsity, and its "accuracy" the one at the end."""
+    entry = log[-1] if log and isinstance(log[-1], dict) else {}
+    starts, end = value.get("accuracy_starts") or [[]], value.get("accuracy_end", [])
+    before, after = entry.get("accuracy_before_retrain"), entry.get("accuracy")
+    wrong = []
+    if not _accuracy_matches(before, starts[-1]):
+        wrong.append(f"'accuracy_before_retrain' ({_accuracy_note(before, starts[-1])} after the last pruning, "
+                     "before retraining)")
+    if not _accuracy_matches(after, end):
+        wrong.append(f"'accuracy' ({_accuracy_note(after, end)} at the end)")
+    return (1, not wrong, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else "the last log entry's "
+            + " and ".join(wrong) + ": log the test accuracy in percent (hw2.train.evaluate on test_loader) of the model "
+            "just pruned, then of the retrained model"))
 
 
 def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, str]:

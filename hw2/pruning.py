@@ -187,7 +187,7 @@ def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optim
         list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
         percent) and ``"test_accuracy"`` (percent).
 
-    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), handed over in eval mode, num_epochs=2, with a scheduler: every weight whose mask is 0 is exactly 0 afterwards and in every training forward pass; the unpruned weights change through steps of the given optimizer (updated in place, never replaced), the scheduler stepping once per optimizer step; it trains (training mode) in each of the num_epochs passes over train_loader.
+    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), handed over in eval mode, num_epochs=2, with a scheduler: every weight whose mask is 0 is exactly 0 afterwards and in every training forward pass; the unpruned weights change through steps of the given optimizer (updated in place, never replaced), the scheduler stepping once per optimizer step; it trains (training mode) in each of the num_epochs passes over train_loader; it returns one entry per epoch, the last one's "test_accuracy" the retrained model's test accuracy in percent (the tiny model is trained first, so the figure moves).
     """
     raise NotImplementedError("masked_retrain: write it in hw2/pruning.py (see its docstring)")
 
@@ -213,7 +213,7 @@ def oneshot_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_di
         ``"ratios"`` (the dict applied), ``"sparsity"`` (overall, after pruning),
         ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent, after retraining).
 
-    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil), the pruned weights (filters) being those unstructured_prune / filter_prune pick from the weights it was given, and retrained for `epochs` epochs with the `lr` it is given: pruned weights stay zero, the others change; the entry's "sparsity" is the model's overall sparsity after pruning. A defect of a function graded in its own test (the mask functions, apply_pruning, test_sparsity, masked_retrain) costs points there only: where your OMP fails with your helpers but passes with the grader's, it is not marked down here.
+    Graded: the model is pruned once (one entry) to the given ratios (per layer, floor or ceil), the pruned weights (filters) being those unstructured_prune / filter_prune pick from the weights it was given, and retrained for `epochs` epochs with the `lr` it is given: pruned weights stay zero, the others change; the entry's "sparsity" is the model's overall sparsity after pruning; "accuracy_before_retrain" and "accuracy" are the test accuracies in percent of the model just pruned and of the retrained one (the grader trains the tiny model first and measures both itself). A defect of a function graded in its own test (the mask functions, apply_pruning, test_sparsity, masked_retrain) costs points there only: where your OMP fails with your helpers but passes with the grader's, it is not marked down here.
     """
     raise NotImplementedError("oneshot_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
@@ -241,7 +241,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
     Raises:
         ValueError: ``iterations`` < 3.
 
-    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; each round ranks the weights as the previous round's retraining left them (not a copy taken before); retrained for `epochs` epochs with the `lr` it is given after every round's pruning, the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity. Helper defects as in oneshot_magnitude_prune.
+    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; each round ranks the weights as the previous round's retraining left them (not a copy taken before); retrained for `epochs` epochs with the `lr` it is given after every round's pruning, the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity; the last entry's "accuracy_before_retrain" and "accuracy" are the test accuracies in percent before and after its retraining. Helper defects as in oneshot_magnitude_prune.
     """
     raise NotImplementedError("iterative_magnitude_prune: write it in hw2/pruning.py (see its docstring)")
 
