@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-dir {args.data_dir} has no cifar-10-batches-py/test_batch")
     if args.batch < 0 or args.repeat < 1 or args.jobs < 1:
         parser.error("--batch must be >= 0, --repeat and --jobs >= 1")
+    from hw2.train import device_description
+
+    print(f"machine: {device_description('cpu')}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="hw2-grade-time-") as tmp:
         submission = export(Path(tmp) / "reference")
         start = time.perf_counter()
@@ -128,6 +131,10 @@ def scores(gradebook: Path) -> list[float]:
 def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | None,
           grading_args: list[str]) -> int:
     """Grade ``count`` copies of ``submission`` with grader.batch; print seconds, throughput and peak memory."""
+    import torch
+
+    from hw2.train import device_description
+
     folder = tmp / "class"
     for i in range(count):
         shutil.copytree(submission, folder / f"student_{i:02d}", copy_function=os.link,
@@ -157,6 +164,7 @@ def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | 
                "data": ("CIFAR-10 (the four accuracies re-measured in float32 per submission)" if real
                         else "synthetic (smoke-test gradings: no CIFAR-10 accuracy re-measurement)"),
                "scores": scores(tmp / "grades.csv"),
+               "machine": device_description("cpu"), "torch": torch.__version__,
                "submissions": count, "jobs": jobs, "cpus": os.cpu_count(), "seconds": round(seconds, 1),
                "submissions_per_hour": round(3600 * count / seconds, 1),
                "peak_memory_mb": round(peak / 2**20), "peak_memory_sampled_every_s": 0.5}

@@ -376,12 +376,13 @@ def device_description(device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    name = platform.processor() or platform.machine()
+    name = None
     try:
         with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
     except OSError:
         pass
+    name = name or platform.processor() or platform.machine()  # elsewhere (platform.processor may run a command)
     return f"cpu: {name}, {torch.get_num_threads()} threads"
 
 
