@@ -475,18 +475,21 @@ def _accuracy_note(logged, measured: list[float]) -> str:
     """What the probe measured, and a hint when the logged value reads as a fraction."""
     shown = " or ".join(f"{m:.2f}%" for m in measured)
     fraction = _is_number(logged) and any(abs(100 * logged - m) <= ACCURACY_SLACK for m in measured)
-    return f"{logged!r} logged, the grader measured {shown}" + (" (a fraction: log percent)" if fraction else "")
+    hint = " (a fraction: log percent)" if fraction else "" if _is_number(logged) else \
+        f" ({type(logged).__name__}, not a number)"
+    return f"{logged!r} logged, the grader measured {shown}{hint}"
 
 
 def _logged_accuracy_check(value, log: list, where: str, unchanged: bool) -> tuple[float, bool, str]:
     """The last entry's "accuracy_before_retrain" is the test accuracy (percent) when its retraining began, measured
     by the probe before the first training step at the final sparsity, and its "accuracy" the one at the end."""
     entry = log[-1] if log and isinstance(log[-1], dict) else {}
-    starts, end = value.get("accuracy_starts") or [[]], value.get("accuracy_end", [])
+    end = value.get("accuracy_end", [])
+    start = (value.get("accuracy_starts") or [end])[-1]  # never trained: the model just pruned is the final one
     before, after = entry.get("accuracy_before_retrain"), entry.get("accuracy")
     wrong = []
-    if not _accuracy_matches(before, starts[-1]):
-        wrong.append(f"'accuracy_before_retrain' ({_accuracy_note(before, starts[-1])} after the last pruning, "
+    if not _accuracy_matches(before, start):
+        wrong.append(f"'accuracy_before_retrain' ({_accuracy_note(before, start)} after the last pruning, "
                      "before retraining)")
     if not _accuracy_matches(after, end):
         wrong.append(f"'accuracy' ({_accuracy_note(after, end)} at the end)")
