@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from grader.batch import grade_submission  # noqa: E402
 from grader.solution import export  # noqa: E402
+from hw2.train import device_description  # noqa: E402
 
 BUDGET_SECONDS = 180
 
@@ -51,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-dir {args.data_dir} has no cifar-10-batches-py/test_batch")
     if args.batch < 0 or args.repeat < 1 or args.jobs < 1:
         parser.error("--batch must be >= 0, --repeat and --jobs >= 1")
-    from hw2.train import device_description
-
     print(f"machine: {device_description('cpu')}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="hw2-grade-time-") as tmp:
         submission = export(Path(tmp) / "reference")
@@ -132,8 +131,6 @@ def batch(submission: Path, tmp: Path, count: int, jobs: int, json_path: Path | 
           grading_args: list[str]) -> int:
     """Grade ``count`` copies of ``submission`` with grader.batch; print seconds, throughput and peak memory."""
     import torch
-
-    from hw2.train import device_description
 
     folder = tmp / "class"
     for i in range(count):

@@ -563,6 +563,13 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             held.remove()
 
 
+def zero_level(model: nn.Module) -> list[int]:
+    """The model's sparsity level: the zeros of each prunable weight, in order."""
+    from hw2.models import prunable_weights
+
+    return [int((w == 0).sum()) for w in prunable_weights(model).values()]
+
+
 def measured_accuracies(model: nn.Module, loader) -> list[float]:
     """The test accuracies (percent) of ``model`` on ``loader`` that an honest log may hold: as ``hw2.train.evaluate``
     measures in float32 and by default (bf16 autocast where training uses it).  The model's train/eval modes and the
@@ -596,11 +603,9 @@ class AccuracyWatch:
         return self
 
     def __call__(self, model: nn.Module, inputs) -> None:
-        from hw2.models import prunable_weights
-
         if self._busy or not (model.training and torch.is_grad_enabled()):
             return
-        level = [int((w == 0).sum()) for w in prunable_weights(model).values()]
+        level = zero_level(model)
         if level == self._level:
             return
         self._level, self._busy = level, True
@@ -640,11 +645,9 @@ class TrainingRecorder:
 
 
 def _record_training(recorder: TrainingRecorder, model: nn.Module, inputs, output) -> None:
-    from hw2.models import prunable_weights
-
     if model.training and torch.is_grad_enabled():
         recorder.trained_passes.add(recorder.passes)
-        level = [int((w == 0).sum()) for w in prunable_weights(model).values()]
+        level = zero_level(model)
         if not recorder.levels or recorder.levels[-1] != level:
             recorder.levels.append(level)
 

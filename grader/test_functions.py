@@ -336,11 +336,12 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
                                "of an epoch")
         history = value["value"] if isinstance(value["value"], list) else []
         last = history[-1].get("test_accuracy") if history and isinstance(history[-1], dict) else None
-        credit.check(len(history) == epochs and _accuracy_matches(last, value.get("accuracy_end", [])),
+        measured = value.get("accuracy_end", [])
+        credit.check(len(history) == epochs and _accuracy_matches(last, measured),
                      f"{label}: masked_retrain must return one dict per epoch, the last one's 'test_accuracy' the "
                      f"retrained model's test accuracy in percent: " + (
                          f"{len(history)} entries for num_epochs={epochs}" if len(history) != epochs else
-                         _accuracy_note(last, value.get("accuracy_end", [])) + " after retraining"))
+                         _accuracy_note(last, measured) + " after retraining"))
     credit.verify()
 
 
