@@ -365,9 +365,10 @@ GIVEN_MODEL_UNCHANGED = ("the model it was given is unchanged afterwards: prune 
                          "(not a copy)")
 
 
-def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1) -> list[tuple[float, bool, str]]:
+def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1, logs=None) -> list[tuple[float, bool, str]]:
     """OMP's or IMP's checks on one probe result, always the same list (weight, passed, message), so that two runs
-    (with the student's helpers and with the grader's) can be compared check by check."""
+    (with the student's helpers and with the grader's) can be compared check by check.  IMP's logged accuracies are
+    judged on ``logs``, the run made for them (``prune_method(logs=True)``), where given."""
     name = "oneshot_magnitude_prune" if method == "omp" else "iterative_magnitude_prune"
     where = (f"{sparsity_type}, on {TINY}" if method == "omp" else
              f"{sparsity_type}, iterations={iterations}, on {TINY}")
@@ -442,7 +443,8 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1)
                   "later rounds pruned others): each round must rank the weights as the previous round's retraining left them, not "
                   "a copy taken before")))
     checks.append(_logged_sparsity_check(value, log, where))
-    checks.append(_logged_accuracy_check(value, log, where, unchanged))
+    checks.append(_round_accuracies_check(logs, where, iterations) if logs is not None else
+                  _logged_accuracy_check(value, log, where, unchanged))
     return checks
 
 
@@ -499,6 +501,39 @@ def _logged_accuracy_check(value, log: list, where: str, unchanged: bool) -> tup
             "just pruned, then of the retrained model"))
 
 
+def _round_accuracies_check(logs, where: str, iterations: int) -> tuple[float, bool, str]:
+    """IMP, on the run made for its logs (the tiny model trained first, nothing shrunk): each round's
+    "accuracy_before_retrain" is the test accuracy (percent) its retraining began at and its "accuracy" the one it
+    ended at, as the probe measured them at the start of the round's first training pass and after the last optimizer
+    step of its last.  Where the training passes do not line up with the log's rounds (judged by the retraining
+    check), only the last entry is judged, as for OMP."""
+    where = f"{where}, trained first by the grader (nothing held small)"
+    if not logs.ok or "raised" in logs.value:
+        why = logs.explain("iterative_magnitude_prune") if not logs.ok else \
+            f"it raised {logs.value['raised']}: {logs.value['message']}"
+        return (1, False, f"{where}: {why}")
+    value = logs.value
+    log = value["value"] if isinstance(value["value"], list) else []
+    passes, epochs = value.get("accuracy_passes", []), value.get("epochs", 1)
+    if _unchanged(value) or not log or len(passes) != len(log) * epochs:
+        return _logged_accuracy_check(value, log, where, _unchanged(value))
+    wrong = []
+    for i, entry in enumerate(log):
+        entry = entry if isinstance(entry, dict) else {}
+        start, end = passes[i * epochs][0], passes[(i + 1) * epochs - 1][1]
+        if i == len(log) - 1:
+            end = sorted({*end, *value.get("accuracy_end", [])})
+        before, after = entry.get("accuracy_before_retrain"), entry.get("accuracy")
+        if not _accuracy_matches(before, start):
+            wrong.append(f"round {i + 1}'s 'accuracy_before_retrain' ({_accuracy_note(before, start)} when its "
+                         "retraining began)")
+        if not _accuracy_matches(after, end):
+            wrong.append(f"round {i + 1}'s 'accuracy' ({_accuracy_note(after, end)} when its retraining ended)")
+    more = f" (and {len(wrong) - 2} more)" if len(wrong) > 2 else ""
+    return (1, not wrong, f"{where}: " + "; ".join(wrong[:2]) + more + ": log, each round, the test accuracy in "
+            "percent (hw2.train.evaluate on test_loader) of the model just pruned, then of the retrained model")
+
+
 def _logged_sparsity_check(value, log: list, where: str) -> tuple[float, bool, str]:
     """The last entry's "sparsity" is the model's overall sparsity after its last pruning (the masks hold afterwards);
     with several entries, each round's is its own: they rise from the first to the last."""
@@ -524,7 +559,10 @@ def _run_method(probe, method: str, sparsity_type: str, iterations: int, kwargs:
     run with ``lr=OTHER_LR`` must not leave exactly the same weights (a function that ignores its lr does)."""
     extra = {"helpers": helpers} if helpers != "own" else {}
     result = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, **extra, **kwargs)
-    checks = _method_checks(method, result, sparsity_type, iterations)
+    logs = None
+    if method == "imp" and result.ok and "raised" not in result.value:
+        logs = probe("prune_method", TRAINING, method=method, sparsity_type=sparsity_type, logs=True, **extra, **kwargs)
+    checks = _method_checks(method, result, sparsity_type, iterations, logs)
     if sparsity_type == "unstructured":
         name = "oneshot_magnitude_prune" if method == "omp" else "iterative_magnitude_prune"
         where = f"{sparsity_type}, lr={OTHER_LR}, on {TINY}"
@@ -653,7 +691,7 @@ def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
         if "raised" in case:
             credit.check(False, f"{label}: plot_mask raised {case['raised']}: {case['message']}", weight=2)
             continue
-        image = case["value"]
+        image = case["value"]  # an np.ndarray the function returned comes back as a tensor (probes.plain)
         expected = (weight != 0).reshape(weight.shape[0], -1)
         ok_shape = isinstance(image, torch.Tensor) and tuple(image.shape) == tuple(expected.shape)
         credit.check(ok_shape, f"{label}: the image must have one row per filter and C_in x kH x kW columns")
@@ -679,8 +717,10 @@ def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, c
     ok = isinstance(points, list) and len(points) == len(expected) and all(
         isinstance(p, list) and len(p) == 3 and p[0] == e[0] and all(isinstance(x, (int, float)) for x in p[1:])
         and math.isclose(p[1], e[1], abs_tol=1e-9) and math.isclose(p[2], e[2], abs_tol=1e-9) for p, e in zip(points, expected))
+    counted = f" (it returned {len(points)} for {len(expected)} records)" \
+        if isinstance(points, list) and len(points) != len(expected) else ""
     credit.check(ok, "must return one (label, sparsity, accuracy) per record, in order, with sparsity as the given "
-                     "fraction and accuracy in percent", weight=2)
+                     f"fraction and accuracy in percent{counted}", weight=2)
     drawn = value.get("drawn")
     if drawn is None:
         credit.check(False, "the figure was not saved with savefig (plt.savefig or fig.savefig), so its points could "

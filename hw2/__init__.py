@@ -2,7 +2,7 @@
 
 Conventions used everywhere in this package (and by the grader):
 
-* A **mask** is a float tensor of the weight's shape; 1 = keep, 0 = pruned.
+* A **mask** is a tensor of the weight's shape (float, or bool where a function allows it); 1 = keep, 0 = pruned.
 * **Sparsity** is a fraction in [0, 1]: zero weights / all weights.  A prune
   ratio of 0.4 on a layer means "make 40% of that layer's weights zero".
 * **Overall sparsity** counts the weights of Conv2d and Linear layers only

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -291,6 +292,18 @@ def sized_model(args) -> torch.nn.Module:
     return build_model_for_images(args.arch, 10, IMAGE_SHAPES[args.dataset])
 
 
+def text_hint(ratio) -> str:
+    """For a ratio YAML read as text although it reads as a number ("0.5" in quotes, or 1e-1, which YAML 1.1 reads
+    as text for want of a dot): how to write it as a number."""
+    if not isinstance(ratio, str):
+        return ""
+    try:
+        number = float(ratio)
+    except ValueError:
+        return ""
+    return f" (text to YAML: write it as {number!r})" if math.isfinite(number) else ""
+
+
 def read_config(path: Path, model: torch.nn.Module, sparsity_type: str, arch: str) -> dict[str, float]:
     """main.py's own reading of a prune-ratio YAML, checked for ``sparsity_type``; raises RunError (one line).
 
@@ -327,8 +340,8 @@ def read_config(path: Path, model: torch.nn.Module, sparsity_type: str, arch: st
                            f"biases are never pruned); names for --type {sparsity_type}: {', '.join(allowed)}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
             unit = "weights" if sparsity_type == "unstructured" else "filters"
-            raise RunError(f"{where}: the ratio of {name!r} is {ratio!r}; it must be a number in [0, 1), "
-                           f"the fraction of that layer's {unit} to prune")
+            raise RunError(f"{where}: the ratio of {name!r} is {ratio!r}{text_hint(ratio)}; it must be a number in "
+                           f"[0, 1), the fraction of that layer's {unit} to prune")
         ratios[name] = float(ratio)
     return ratios
 

@@ -129,11 +129,15 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, loss
 
 @contextlib.contextmanager
 def exact_float32():
-    """Turn off TF32 matmuls/convolutions for the duration (CUDA's default lets convs use TF32)."""
+    """Plain float32 for the duration: TF32 matmuls/convolutions off (CUDA's default lets convs use TF32), and
+    autocast off, also when called inside an autocast region (an evaluation from within a training step)."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 

@@ -85,6 +85,24 @@ def test_exact_evaluation_works_right_after_pruning_a_channels_last_model():
     assert hasattr(model.features[0], "weight_mask"), "the evaluated model keeps its masks"
 
 
+def test_exact_evaluation_from_inside_an_autocast_region_is_float32():
+    """An evaluation started inside a bf16 training step (a hook, a student's loop) still measures in float32."""
+    torch.manual_seed(0)
+    model = build_model("vgg13", num_classes=10, widths=NARROW).eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        outside = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(x).dtype == torch.bfloat16  # the region does cast: the check below can fail
+            with train.exact_float32():
+                inside = model(x)
+    assert inside.dtype == torch.float32 and torch.equal(inside, outside)
+    _, test_loader = make_loaders(make_synthetic(seed=0), 64, "cpu")
+    figure = evaluate(model, test_loader, "cpu", exact=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert evaluate(model, test_loader, "cpu", exact=True) == figure
+
+
 def _fit_run(state_path, epochs, stop_after_steps=None, resume=False):
     """Train NARROW VGG13 on synthetic data; optionally stop with KeyboardInterrupt after some steps."""
     set_precision("fp32")

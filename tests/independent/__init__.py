@@ -108,6 +108,14 @@ CORRECT = [
     Independent("careful_numerics", "float64 ranking with an index tie-break, floor(s*n + 0.5) counts, einsum filter "
                                     "norms, gradient hooks plus re-zeroing, a cubic IMP schedule, a percent x-axis "
                                     "with annotated points"),
+    # written by authors who had only the student release (stubs, docstrings, README, public checks)
+    Independent("numpy_argpartition_cubic", "NumPy float64 argpartition ranking, plain weights, gradient hooks plus "
+                                            "re-masking after each step, cubic IMP schedule, compaction into new "
+                                            "modules"),
+    Independent("bool_masks_prune_api", "bool masks, custom_from_mask, kthvalue thresholds with ties pruned in "
+                                        "position order, linear IMP schedule, compaction by setattr on a deep copy"),
+    Independent("maskset_step_hooks", "a MaskSet class, optimizer step post-hooks, topk ranking, cubic IMP "
+                                      "schedule, compaction that rewrites each layer's tensors in place"),
     Independent("plot_dense_by_axline", "the dense line drawn with ax.axline((0, dense), slope=0)",
                 "functional_reduce", variant=True),
     Independent("plot_written_by_canvas", "the figure written with FigureCanvasAgg(fig).print_png, not savefig",
@@ -163,6 +171,8 @@ WRONG = [
     Independent("plot_axes_swapped", "draws accuracy on x and sparsity on y (the returned list is right)",
                 "step_hook_dict", T["plot_sparsity"]),
     Independent("plot_ignores_dense", "dense_accuracy is not drawn", "defensive_checks", T["plot_sparsity"]),
+    Independent("plot_four_markers", "records zipped with four markers: a fifth is neither drawn nor returned",
+                "defensive_checks", T["plot_sparsity"]),
     Independent("plot_mask_thresholds_small_weights", "|w| > 1e-3 counts as kept, not w != 0",
                 "step_hook_dict", T["plot_mask"]),
     Independent("sparsity_isclose_counts_tiny", "torch.isclose(w, 0) counts tiny weights as zeros",
@@ -219,6 +229,8 @@ WRONG = [
                 "careful_numerics", T["omp"]),
     Independent("imp_accuracy_as_fraction", "IMP logs its accuracies as fractions, not percent", "oop_pruner",
                 T["imp"]),
+    Independent("imp_accuracy_before_pruning", "IMP measures each round's accuracy_before_retrain before that "
+                                               "round's pruning", "grad_masking", T["imp"]),
     Independent("retrain_accuracy_as_fraction", "masked_retrain's history holds the test accuracy as a fraction",
                 "vectorised_topk", T["retrain"]),
     Independent("retrain_logs_train_accuracy", "masked_retrain logs the training accuracy as test_accuracy",
