@@ -335,7 +335,8 @@ def global_unstructured_prune(tensors: dict[str, torch.Tensor], sparsity: float)
         dict[str, Tensor]: name -> mask of that tensor's shape, dtype and device;
         0 at the ``round(sparsity * N)`` entries of smallest ``|w|`` among all
         ``N`` entries of all the tensors, 1 elsewhere.  Ties are broken by
-        position in the concatenation (dict order, then flat index).
+        position in the concatenation (dict order, then flat index): of equal
+        magnitudes, the earlier ones are pruned first.
 
     Graded: one mask per tensor with its shape; the zeros over all masks total floor or ceil of sparsity*N; every pruned |w| <= every kept |w| across all tensors; the inputs are unchanged.
     """
@@ -367,11 +368,12 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layer_names: list[
     Returns:
         list[dict]: one entry per round with ``"iteration"``, ``"ratios"``
         (``{"global": the round's target}``), ``"sparsity"`` (overall, after
-        pruning), ``"layer_sparsity"`` (name -> fraction), ``"accuracy_before_retrain"``
-        and ``"accuracy"`` (test, percent).
+        pruning: over every Conv2d and Linear weight, as ``test_sparsity``
+        counts), ``"layer_sparsity"`` (every such weight's name -> fraction),
+        ``"accuracy_before_retrain"`` and ``"accuracy"`` (test, percent).
 
     Raises:
-        ValueError: ``iterations`` is 0 or 2, or a name is not a Conv2d/Linear weight of ``model``.
+        ValueError: ``iterations`` is neither 1 nor at least 3, or a name is not a Conv2d/Linear weight of ``model``.
 
     Graded: after each round the named weights hold floor or ceil of target*N zeros under one threshold; pruned weights stay zero through retraining; the last round lands on sparsity.
     """
