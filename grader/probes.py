@@ -29,6 +29,9 @@ TINY_RATIOS = {  # different ratios per layer, so that one global threshold give
     "features.14.weight": 0.5, "features.24.weight": 0.75, "classifier.weight": 0.4}
 TINY_FILTER_RATIOS = {"features.0.weight": 0.25, "features.3.weight": 0.5, "features.10.weight": 0.25,
                       "features.17.weight": 0.5, "features.31.weight": 0.25}
+# apply_pruning is also given a layer at ratio 0, as the real configs have: it gets a mask (all ones) like the others
+APPLY_RATIOS = {"unstructured": {**TINY_RATIOS, "features.17.weight": 0.0},
+                "filter": {**TINY_FILTER_RATIOS, "features.24.weight": 0.0}}
 DEVICE = torch.device("cpu")
 
 
@@ -243,7 +246,7 @@ def apply_pruning(sparsity_type: str) -> dict:
     from hw2 import pruning
 
     model = tiny_vgg(seed=3)
-    ratios = TINY_RATIOS if sparsity_type == "unstructured" else TINY_FILTER_RATIOS
+    ratios = APPLY_RATIOS[sparsity_type]
     before = weights_of(model)
     result = call(pruning.apply_pruning, model, sparsity_type, dict(ratios))  # a copy: the probe keeps its own
     after = weights_of(model)
@@ -430,12 +433,23 @@ def masked_retrain(state: str) -> dict:
     ``plain``: the pruned weights are plain zeros (no hooks), so only the student's
     code can keep them zero.  ``hooked``: the grader attached the masks with
     torch.nn.utils.prune (``weight_orig`` + ``weight_mask``), as apply_pruning may.
+
+    The optimizer it is given has already taken a step on the dense model, as one optimizer that serves several
+    IMP rounds has: its momentum moves every weight, so masking the gradients alone does not keep pruned weights zero.
     """
     from hw2 import pruning
 
     model = tiny_vgg(seed=8)
     train_loader, test_loader = tiny_loaders(seed=8)
     fit(model, train_loader, seed=8)  # trained first: pruning costs accuracy, retraining wins some back
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    with torch.random.fork_rng():  # one step before the pruning: momentum for every weight
+        torch.manual_seed(8)
+        model.train()
+        x, y = next(iter(train_loader))
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
     masks = grader_unstructured_masks(model, TINY_RATIOS)
     masks.update(grader_filter_masks(model, {"features.17.weight": 0.5}))
     if state == "hooked":
@@ -448,7 +462,6 @@ def masked_retrain(state: str) -> dict:
     before = weights_of(model)
     running_means_before = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     model.eval()  # as after an evaluation: masked_retrain must put it in training mode itself
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     steps, live_pruned = [], []
     optimizer.register_step_post_hook(lambda *_: steps.append(1))  # was the caller's optimizer the one that trained?

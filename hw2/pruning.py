@@ -130,7 +130,7 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
     Raises:
         ValueError: unknown ``sparsity_type``.
 
-    Graded: each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; after some kept weights shrink (as in retraining), a second call with larger ratios prunes each layer further to its new ratio, ranking the weights as they are then; for filter, each pruned filter's BatchNorm weight and bias are 0.
+    Graded: a mask of the weight's shape for each named layer (the grader names one at ratio 0 too); each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; after some kept weights shrink (as in retraining), a second call with larger ratios prunes each layer further to its new ratio, ranking the weights as they are then; for filter, each pruned filter's BatchNorm weight and bias are 0.
     """
     raise NotImplementedError("apply_pruning: write it in hw2/pruning.py (see its docstring)")
 
@@ -187,7 +187,7 @@ def masked_retrain(model: nn.Module, prune_masks: dict[str, torch.Tensor], optim
         list[dict]: one entry per epoch with ``"loss"``, ``"accuracy"`` (train,
         percent) and ``"test_accuracy"`` (percent).
 
-    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), handed over in eval mode, num_epochs=2, with a scheduler: every weight whose mask is 0 is exactly 0 afterwards and in every training forward pass; the unpruned weights change through steps of the given optimizer (updated in place, never replaced), the scheduler stepping once per optimizer step; it trains (training mode) in each of the num_epochs passes over train_loader; it returns one entry per epoch, the last one's "test_accuracy" the retrained model's test accuracy in percent (the tiny model is trained first, so the figure moves).
+    Graded: on the grader's tiny VGG13 in both states (pruned weights set to plain zeros, no hooks; masks attached with torch.nn.utils.prune), handed over in eval mode, num_epochs=2, with a scheduler and an optimizer that has already taken a step (it has momentum, as one optimizer serving several IMP rounds has): every weight whose mask is 0 is exactly 0 afterwards and in every training forward pass; the unpruned weights change through steps of the given optimizer (updated in place, never replaced), the scheduler stepping once per optimizer step; it trains (training mode) in each of the num_epochs passes over train_loader; it returns one entry per epoch, the last one's "test_accuracy" the retrained model's test accuracy in percent (the tiny model is trained first, so the figure moves).
     """
     raise NotImplementedError("masked_retrain: write it in hw2/pruning.py (see its docstring)")
 
@@ -255,8 +255,10 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
     Linear classifier).  ``model`` itself is left as it is.
 
     Args:
-        model: a filter-pruned VGG-style network (``features`` then ``classifier``),
-            masks attached or made permanent.
+        model: a filter-pruned VGG-style network (``features`` then a Linear
+            ``classifier`` that reads one feature per channel of the last conv:
+            its map is 1x1, as VGG13's on 32x32 images), masks attached or made
+            permanent.
 
     Returns:
         nn.Module: a new model with plain parameters, smaller ``out_channels`` /

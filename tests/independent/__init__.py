@@ -171,6 +171,11 @@ WRONG = [
     Independent("plot_axes_swapped", "draws accuracy on x and sparsity on y (the returned list is right)",
                 "step_hook_dict", T["plot_sparsity"]),
     Independent("plot_ignores_dense", "dense_accuracy is not drawn", "defensive_checks", T["plot_sparsity"]),
+    Independent("retrain_masks_only_gradients", "masks the gradients but keeps the optimizer's momentum from before "
+                                                "the pruning, which moves pruned weights", "grad_masking", T["retrain"]),
+    Independent("apply_skips_zero_ratio", "no mask returned for a layer at ratio 0", "step_hook_dict", T["apply"]),
+    Independent("imp_epochs_split_over_rounds", "epochs // iterations epochs per round, not epochs",
+                "buffers_own_loop", T["imp"]),
     Independent("plot_four_markers", "records zipped with four markers: a fifth is neither drawn nor returned",
                 "defensive_checks", T["plot_sparsity"]),
     Independent("plot_mask_thresholds_small_weights", "|w| > 1e-3 counts as kept, not w != 0",

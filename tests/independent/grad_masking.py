@@ -109,6 +109,14 @@ def test_sparsity(model, sparsity_type="unstructured"):
     return report
 
 
+def _forget_pruned_momentum(optimizer, leaf, mask):
+    """Zero the optimizer's state (momentum, Adam's moments) at the pruned entries: a masked gradient alone does not
+    stop momentum gathered before the pruning."""
+    for value in optimizer.state.get(leaf, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == leaf.shape:
+            value.mul_(mask)
+
+
 def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_loader, num_epochs, device,
                    scheduler=None, progress=True):
     handles = []
@@ -117,6 +125,7 @@ def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_lo
             leaf = _leaf(model, name)
             mask = mask.to(leaf.device, leaf.dtype)
             leaf.mul_(mask)
+            _forget_pruned_momentum(optimizer, leaf, mask)
             handles.append(leaf.register_hook(lambda grad, mask=mask: grad * mask))  # no gradient, no movement
     history = []
     try:
