@@ -343,7 +343,8 @@ def largest_kept(weight: torch.Tensor, sparsity_type: str, fraction: float) -> t
 class LargestShrinker:
     """A forward pre-hook: from the model's first training forward pass on, holds the largest kept weights of each
     named layer (the top 5 % by magnitude, at least one; for filters, the filter with the largest L2 norm) at 1/1000
-    of their value, before every training forward pass and after every optimizer step (``hold``), as if retraining
+    of their value, before every forward pass (evaluations too: a hand-written update that no optimizer hook sees is
+    undone before the evaluation that follows retraining) and after every optimizer step (``hold``), as if retraining
     had made them the smallest.
 
     Stands in for what retraining does between IMP's rounds: the later rounds of an IMP that ranks the weights as
@@ -365,6 +366,8 @@ class LargestShrinker:
     def __call__(self, model: nn.Module, inputs) -> None:
         if model.training and torch.is_grad_enabled():
             self.hold(model, start=True)
+        elif self.shrunk:
+            self.hold(model)
 
     def hold(self, model: nn.Module, start: bool = False) -> None:
         """Put the chosen kept entries back to their held values (``start``: choosing them first if not yet done)."""
@@ -635,8 +638,9 @@ class AccuracyWatch:
         return self
 
     @property
-    def passes(self) -> list[tuple[list[float], list[float]]]:
-        return [(start, end if end is not None else start) for _, (start, end) in sorted(self._passes.items())]
+    def passes(self) -> list[tuple[list[float], list[float] | None]]:
+        """Per training pass, in order: (start, end); end is None where no torch.optim step ran in the pass."""
+        return [(start, end) for _, (start, end) in sorted(self._passes.items())]
 
     def _measure(self, model: nn.Module) -> list[float]:
         self._busy = True

@@ -537,7 +537,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, devic
              "config": str(config), "target": target, "scope": args.scope,
              "ratios": ratios, "sparsity": report["overall"],
              "layer_sparsity": report["layers"], "accuracy": accuracy,
-             "accuracy_before_retrain": steps[0]["accuracy_before_retrain"],
+             "accuracy_before_retrain": steps[-1]["accuracy_before_retrain"],  # right after the last pruning
              "iterations": len(steps), "epochs_per_iteration": args.epochs, "lr": args.lr, "steps": steps,
              "seconds": round(seconds, 2)}
     save_checkpoint(folder / name, plain_state_dict(model, dense.state_dict().keys()), entry)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from grader.batch import GradeRun
 from grader.solution import REPO_ROOT
@@ -78,3 +79,26 @@ def test_grade_time_prints_each_grading_and_the_median_against_the_budget(tmp_pa
         assert f"grading {i}: {s:.1f} s, score 100" in out
     median = sorted(seconds)[1]
     assert f"median {median:.1f} s over 3 run(s) (budget {grade_time.BUDGET_SECONDS} s)" in out
+
+
+def test_paired_drop_is_the_accuracy_difference_with_its_paired_error(tmp_path):
+    from hw2.models import build_model
+
+    torch.manual_seed(0)
+    dense = build_model("vgg13", num_classes=10, widths=[8, 8, 16, 16, 32, 32, 32, 32, 32, 32])
+    pruned = build_model("vgg13", num_classes=10, widths=[8, 8, 16, 16, 32, 32, 32, 32, 32, 32])
+    for name, model in (("dense", dense), ("pruned", pruned)):
+        torch.save(model.state_dict(), tmp_path / f"{name}.pt")
+    out = tmp_path / "paired.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "paired_drop.py"), str(tmp_path / "dense.pt"),
+                             str(tmp_path / "dense.pt"), str(tmp_path / "pruned.pt"), "--dataset", "synthetic",
+                             "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    same, other = figures["models"][str(tmp_path / "dense.pt")], figures["models"][str(tmp_path / "pruned.pt")]
+    assert same["drop"] == 0 and same["paired_standard_error_of_drop"] == 0 and same["accuracy"] == figures["dense_accuracy"]
+    b, c = other["dense_right_pruned_wrong"], other["dense_wrong_pruned_right"]
+    assert b + c > 0, "two differently seeded models should disagree on some image: the check below would be empty"
+    assert abs(other["drop"] - (figures["dense_accuracy"] - other["accuracy"])) < 1e-9
+    assert abs(other["drop"] - 100 * (b - c) / figures["images"]) < 1e-9 and other["paired_standard_error_of_drop"] > 0
+    assert "paired standard error" in result.stdout

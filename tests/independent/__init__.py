@@ -124,6 +124,8 @@ CORRECT = [
                                                 "ticks", "careful_numerics", variant=True),
     Independent("retrain_walks_iter_next", "masked_retrain walks the loader with iter() and next()",
                 "oop_pruner", variant=True),
+    Independent("retrain_by_hand_sgd", "OMP and IMP retrain with a hand-written SGD, not a torch.optim optimizer",
+                "plain_kthvalue", variant=True),
 ]
 
 WRONG = [
