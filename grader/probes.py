@@ -248,8 +248,11 @@ def apply_pruning(sparsity_type: str) -> dict:
     model = tiny_vgg(seed=3)
     ratios = APPLY_RATIOS[sparsity_type]
     before = weights_of(model)
+    objects = {id(p): name for name, p in model.named_parameters()}  # an optimizer built now holds these
     result = call(pruning.apply_pruning, model, sparsity_type, dict(ratios))  # a copy: the probe keeps its own
     after = weights_of(model)
+    held = {id(p) for p in model.parameters()}
+    replaced = [name for key, name in objects.items() if key not in held]
     bn = {}
     for name in ratios:
         index = int(name.split(".")[1]) if name.startswith("features.") else None
@@ -267,7 +270,7 @@ def apply_pruning(sparsity_type: str) -> dict:
     function = pruning.unstructured_prune if sparsity_type == "unstructured" else pruning.filter_prune
     own = {name: _own_zero_count(function, before[name], ratio, sparsity_type) for name, ratio in ratios.items()}
     own_again = {name: _own_zero_count(function, current[name], ratio, sparsity_type) for name, ratio in larger.items()}
-    result.update(ratios=dict(ratios), before=before, after=after, bn=bn, larger_ratios=larger,
+    result.update(ratios=dict(ratios), before=before, after=after, bn=bn, larger_ratios=larger, replaced=replaced,
                   again_raised=again.get("raised"), after_again=weights_of(model), own_counts=own,
                   own_counts_again=own_again)
     return result
@@ -828,8 +831,9 @@ def compact(permanent: bool) -> dict:
 
     model = tiny_vgg(seed=12)
     ratios = {f"features.{i}.weight": r for i, r in zip((0, 3, 7, 10, 14, 17, 21, 24, 28, 31),
-                                                        (0.75, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.5, 0.25))}
-    # features.0 keeps 1 of its 4 filters: a one-channel layer must still work (no squeeze() to a 0-d index)
+                                                        (0.75, 0.0, 0.25, 0.5, 0.0, 0.5, 0.25, 0.5, 0.5, 0.25))}
+    # features.0 keeps 1 of its 4 filters: a one-channel layer must still work (no squeeze() to a 0-d index);
+    # features.3 and .14 keep all theirs, yet lose the input channels of the conv before them
     masks = grader_filter_masks(model, ratios)
     attach_masks(model, masks)
     if permanent:

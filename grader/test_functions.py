@@ -190,6 +190,10 @@ def test_apply_pruning_masks_each_layer_to_its_own_ratio(probe, credit):
                                 + ", ".join(f"{n} ({counts[n]} {unit} of {_units(before[n], sparsity_type)[0]})"
                                             for n in wrong))
         credit.check(not changed, f"{where}: layers not in the ratios were changed: {', '.join(changed)}")
+        replaced = value.get("replaced", [])
+        credit.check(not replaced, f"{where}: {', '.join(replaced[:3])}{' and others' if len(replaced) > 3 else ''} "
+                                   "became new nn.Parameter objects, which an optimizer built before no longer trains: "
+                                   "change the values in place (under torch.no_grad(), or torch.nn.utils.prune)")
         # 4. a second call with larger ratios prunes further (judged on the layers the first call got right)
         right = [n for n in ratios if n not in wrong]
         if value["again_raised"] is not None:

@@ -130,7 +130,7 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
     Raises:
         ValueError: unknown ``sparsity_type``.
 
-    Graded: a mask of the weight's shape for each named layer (the grader names one at ratio 0 too); each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; after some kept weights shrink (as in retraining), a second call with larger ratios prunes each layer further to its new ratio, ranking the weights as they are then; for filter, each pruned filter's BatchNorm weight and bias are 0.
+    Graded: a mask of the weight's shape for each named layer (the grader names one at ratio 0 too); each named layer's weight is zero exactly where its returned mask is 0, with the counts of unstructured_prune / filter_prune per layer (not one global threshold); other layers untouched; the model's parameters stay the same objects (an optimizer built before still trains them); after some kept weights shrink (as in retraining), a second call with larger ratios prunes each layer further to its new ratio, ranking the weights as they are then; for filter, each pruned filter's BatchNorm weight and bias are 0.
     """
     raise NotImplementedError("apply_pruning: write it in hw2/pruning.py (see its docstring)")
 
@@ -275,7 +275,7 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
         4. Why does unstructured sparsity give no speed-up on a GPU, while the
            compacted filter-pruned model does?
 
-    Graded: first, each conv keeps exactly its non-zero filters (a model that removes nothing earns nothing); then a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
+    Graded: on the grader's tiny VGG13, where some convs lose no filter (they still lose the input channels of the conv before): first, each conv keeps exactly its non-zero filters (a model that removes nothing earns nothing); then a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
     """
     raise NotImplementedError("prune_channels_after_filter_prune: write it in hw2/pruning.py (see its docstring)")
 

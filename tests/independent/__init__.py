@@ -178,6 +178,10 @@ WRONG = [
     Independent("apply_skips_zero_ratio", "no mask returned for a layer at ratio 0", "step_hook_dict", T["apply"]),
     Independent("imp_epochs_split_over_rounds", "epochs // iterations epochs per round, not epochs",
                 "buffers_own_loop", T["imp"]),
+    Independent("compact_keeps_unpruned_conv_whole", "a conv that lost no filter is kept whole: its input channels "
+                                                     "are not cut", "grad_masking", T["compact"]),
+    Independent("apply_new_parameter_objects", "pruned weights stored as new nn.Parameter objects an earlier optimizer "
+                                               "does not hold", "step_hook_dict", T["apply"]),
     Independent("plot_four_markers", "records zipped with four markers: a fifth is neither drawn nor returned",
                 "defensive_checks", T["plot_sparsity"]),
     Independent("plot_mask_thresholds_small_weights", "|w| > 1e-3 counts as kept, not w != 0",
