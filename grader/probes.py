@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from grader.sandbox import memory_hint
 
@@ -179,6 +179,9 @@ YAML_REJECTIONS = {
     "ratio_nan": ("a ratio of .nan (not a number in [0, 1))", "prune_ratios:\n  features.0.weight: .nan\n"),
     "ratio_boolean": ("a boolean ratio ('false')", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight: false\n"),
     "no_mapping": ("no prune_ratios mapping", "ratios:\n  features.0.weight: 0.5\n"),
+    "empty_value": ("prune_ratios with nothing under it (null, not a mapping)",
+                    "prune_ratios:\n#  features.0.weight: 0.5\n"),
+    "list_value": ("prune_ratios given as a list, not a mapping", "prune_ratios:\n  - features.0.weight\n"),
     "nested_mapping": ("prune_ratios nested under another key (it must be top-level)",
                        "hw2:\n  prune_ratios:\n    features.0.weight: 0.5\n"),
     "grouped_layers": ("layers grouped under a name that is not a layer",
@@ -422,9 +425,10 @@ def sparsity_report() -> dict:
     results = {"weights": weights_of(_model_with_known_zeros())}
     for sparsity_type in ("unstructured", "filter"):
         results[sparsity_type] = call(pruning.test_sparsity, _model_with_known_zeros(), sparsity_type)
-    # Also with masks attached by the grader through torch.nn.utils.prune, as after apply_pruning.
-    hooked = tiny_vgg(seed=6)
-    attach_masks(hooked, grader_unstructured_masks(hooked, TINY_RATIOS))
+    # Also with masks attached by the grader through torch.nn.utils.prune, as after apply_pruning: whole filters masked
+    # in a model that has zeros of its own, so some zeros are weights under a mask of 1 (count the weights, not masks).
+    hooked = _model_with_known_zeros()
+    attach_masks(hooked, grader_filter_masks(hooked, TINY_FILTER_RATIOS))
     results["hooked_weights"] = weights_of(hooked)
     results["hooked"] = call(pruning.test_sparsity, hooked, "unstructured")
     return results
@@ -541,6 +545,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
 
     saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
     held = None  # IMP: the optimizer step hook (the shrinker's, or with logs the watch's), removed at the end
+    noted = None  # the step hook that notes the learning rates
     replacements = grader_helpers()
     if helpers == "grader":
         for name, function in replacements.items():
@@ -564,6 +569,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             model.register_forward_pre_hook(shrinker)
             held = register_optimizer_step_post_hook(
                 lambda optimizer, args, kwargs: shrinker.hold(model))
+        peak_lr: dict[int, float] = {}  # training pass -> the largest learning rate a torch.optim step used in it
+        noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, recorder))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if lr is not None:
             common["lr"] = lr
@@ -577,6 +584,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
                       helpers_available=bool(replacements), **recorder.report(),
                       final_level=[int((w == 0).sum()) for w in after.values()],
                       accuracy_starts=watch.starts, accuracy_end=measured_accuracies(model, test_loader))
+        result["peak_lr"] = [peak_lr.get(p) for p in sorted(recorder.trained_passes)]
         if logs:
             result["accuracy_passes"] = watch.passes
         if shrinker is not None:
@@ -590,6 +598,15 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             setattr(pruning, name, function)
         if held is not None:
             held.remove()
+        if noted is not None:
+            noted.remove()
+
+
+def _note_lr(peak_lr: dict, recorder: "TrainingRecorder", optimizer, args, kwargs) -> None:
+    """Before a torch.optim step: the largest learning rate of its groups, kept per training pass (its peak)."""
+    rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
+    if rates:
+        peak_lr[recorder.passes] = max(peak_lr.get(recorder.passes, 0.0), *rates)
 
 
 def zero_level(model: nn.Module) -> list[int]:
@@ -885,6 +902,11 @@ def plot_mask(workdir: str) -> dict:
     linear[linear.abs() < 0.5] = 0
     results["linear_weight"] = linear.clone()
     results["linear"] = call(pruning.plot_mask, linear, str(Path(workdir) / "mask_linear.png"), title="classifier.weight")
+    wide = torch.randn(8, 256, 3, 3, generator=gen)  # 2304 columns, as VGG13's late convs have: one column per weight
+    wide[wide.abs() < 0.8] = 0
+    wide[5] = 0
+    results["wide_weight"] = wide.clone()
+    results["wide"] = call(pruning.plot_mask, wide, str(Path(workdir) / "mask_wide.png"), title="features.24.weight")
     return results
 
 

@@ -435,13 +435,19 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
     levels = [tuple(level) for level in value.get("trained_levels", [])]
     final = tuple(value.get("final_level", ()))
     last, early = final in levels, bool(levels) and sum(levels[0]) < sum(final)
+    peaks = _round_peak_lrs(value.get("peak_lr", []), iterations, epochs)
+    same_lr = not peaks or all(math.isclose(p, peaks[0], rel_tol=1e-3) for p in peaks)
     retrained = last and early and trained == iterations * epochs
-    checks.append((1, retrained, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
+    checks.append((1, retrained and same_lr, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   ("the model was not trained after its last pruning" if not last else
                    "the model was first trained with all its final zeros: it was not pruned step by step between "
                    "trainings" if not early else
                    f"it trained (training mode, gradients on) in {trained} pass(es) over train_loader, not "
-                   f"{iterations} x {epochs}") + f": retrain for `epochs` epochs after each of the {iterations} rounds")))
+                   f"{iterations} x {epochs}" if not retrained else
+                   "the rounds retrained at different peak learning rates ("
+                   + ", ".join(f"{p:.4g}" for p in peaks) + "), as if one schedule ran over all of them")
+                  + f": retrain for `epochs` epochs after each of the {iterations} rounds, each with the `lr` it is "
+                    "given")))
     checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   "the unpruned weights did not change: retrain after each round")))
     stale = _shrunk_but_kept(value, sparsity_type)
@@ -454,6 +460,14 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
     checks.append(_round_accuracies_check(logs, where) if logs is not None else
                   _logged_accuracy_check(value, log, where, unchanged))
     return checks
+
+
+def _round_peak_lrs(peak_lr: list, iterations: int, epochs: int) -> list[float]:
+    """Each IMP round's peak learning rate (the largest a torch.optim step used in its passes); empty where the passes
+    do not line up with the rounds or a round's updates bypassed torch.optim (nothing to compare then)."""
+    if len(peak_lr) != iterations * epochs or any(p is None for p in peak_lr):
+        return []
+    return [max(peak_lr[i * epochs:(i + 1) * epochs]) for i in range(iterations)]
 
 
 def _shrunk_but_kept(value, sparsity_type: str) -> list[str]:
@@ -694,9 +708,10 @@ def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
 @pytest.mark.points(3)
 def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
     value = credit.require(probe("plot_mask", SHORT, workdir=probe_dir), "plot_mask")
-    for label, key, weight in (("conv weight (6, 4, 3, 3)", "value", value["weight"]),
-                               ("linear weight (5, 7)", None, value["linear_weight"])):
-        case = value if key else value["linear"]
+    for label, key, weight in (("conv weight (6, 4, 3, 3)", None, value["weight"]),
+                               ("linear weight (5, 7)", "linear", value["linear_weight"]),
+                               ("conv weight (8, 256, 3, 3), 2304 columns", "wide", value["wide_weight"])):
+        case = value[key] if key else value
         if "raised" in case:
             credit.check(False, f"{label}: plot_mask raised {case['raised']}: {case['message']}", weight=2)
             continue

@@ -272,7 +272,7 @@ def test_sparsity(model: nn.Module, sparsity_type: str = "unstructured") -> dict
         number of output filters whose weights are all zero.  Only exact zeros
         count: a tiny weight is not pruned.
 
-    Graded: "overall" (a fraction, not a percentage) and each "layers" value (a float) equal the exact fraction of zeros (BatchNorm and biases not counted); "zero_filters" counts all-zero filters of every layer.
+    Graded: "overall" (a fraction, not a percentage) and each "layers" value (a float) equal the exact fraction of zero weights (BatchNorm and biases not counted; with prune hooks attached, the weights as the forward pass uses them, some zero under a mask of 1); "zero_filters" counts all-zero filters of every layer.
     """
     # BEGIN SOLUTION
     _check_sparsity_type(sparsity_type)
@@ -400,7 +400,7 @@ def iterative_magnitude_prune(model: nn.Module, sparsity_type: str, prune_ratio_
     Raises:
         ValueError: ``iterations`` < 3.
 
-    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; each round ranks the weights as the previous round's retraining left them (not a copy taken before); retrained for `epochs` epochs with the `lr` it is given after every round's pruning, the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity; each entry's "accuracy_before_retrain" and "accuracy" are the test accuracies in percent of its round's model just pruned and retrained (judged on a second run, on the tiny model trained first by the grader, with both measured by the grader). Helper defects as in oneshot_magnitude_prune.
+    Graded: at least 3 rounds (fewer raises ValueError), one entry with "ratios" each; each layer's ratio rises every round without passing its target (also for targets of 0.9 and more), starts below it and the last round's equals it (to 1e-9); each layer ends at its target; each round ranks the weights as the previous round's retraining left them (not a copy taken before); retrained for `epochs` epochs with the `lr` it is given after every round's pruning (each round at the same peak learning rate), the last one included; each entry's "sparsity" is its round's (they rise), the last one the model's overall sparsity; each entry's "accuracy_before_retrain" and "accuracy" are the test accuracies in percent of its round's model just pruned and retrained (judged on a second run, on the tiny model trained first by the grader, with both measured by the grader). Helper defects as in oneshot_magnitude_prune.
     """
     # BEGIN SOLUTION
     _check_sparsity_type(sparsity_type)
@@ -568,7 +568,7 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
         weight is kept (nonzero) and 0 where pruned; one row per filter.  Two
         colours only (colour-blind safe): kept vs pruned.
 
-    Graded: the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; a valid PNG is written to out_path.
+    Graded: for a small conv weight, a Linear weight and a conv weight of 2304 columns, the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; a valid PNG is written to out_path.
     """
     # BEGIN SOLUTION
     image = (weight.detach().cpu() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()

@@ -182,6 +182,14 @@ WRONG = [
                                                      "are not cut", "grad_masking", T["compact"]),
     Independent("apply_new_parameter_objects", "pruned weights stored as new nn.Parameter objects an earlier optimizer "
                                                "does not hold", "step_hook_dict", T["apply"]),
+    Independent("sparsity_counts_mask_buffers", "a hooked layer's zeros counted in its mask, not its weight",
+                "plain_kthvalue", T["sparsity"]),
+    Independent("imp_one_schedule_for_all_rounds", "one optimizer and one cosine schedule over all rounds: later "
+                                                   "rounds start at a decayed lr", "plain_kthvalue", T["imp"]),
+    Independent("yaml_empty_ratios_accepted", "prune_ratios with nothing under it returns {} instead of raising",
+                "plain_kthvalue", T["yaml"]),
+    Independent("plot_mask_pools_wide_layers", "pairs of columns pooled in layers wider than 1024 columns",
+                "plain_kthvalue", T["plot_mask"]),
     Independent("plot_four_markers", "records zipped with four markers: a fifth is neither drawn nor returned",
                 "defensive_checks", T["plot_sparsity"]),
     Independent("plot_mask_thresholds_small_weights", "|w| > 1e-3 counts as kept, not w != 0",
