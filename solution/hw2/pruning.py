@@ -225,7 +225,8 @@ def apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict[s
     Args:
         model: the network, modified in place.
         sparsity_type: ``"unstructured"`` or ``"filter"``.
-        prune_ratio_dict: parameter name -> ratio (from ``read_prune_ratios_from_yaml``).
+        prune_ratio_dict: parameter name -> ratio (from ``read_prune_ratios_from_yaml``);
+            for ``filter``, conv weights only (main.py refuses a Linear weight there).
 
     Returns:
         dict[str, Tensor]: parameter name -> mask now in force (1 = keep), one for
