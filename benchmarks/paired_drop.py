@@ -20,16 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw2.checkpoint import load_checkpoint  # noqa: E402
 from hw2.data import load_dataset, make_loaders  # noqa: E402
-from hw2.models import VGG13  # noqa: E402
+from hw2.report import load_model  # noqa: E402
 from hw2.train import exact_float32  # noqa: E402
 
 
 def predictions(path: Path, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels of the VGG13 saved at ``path`` (read with weights_only), in float32."""
-    state_dict, _ = load_checkpoint(path)
-    model = VGG13.from_state_dict({k: v.contiguous() for k, v in state_dict.items()}).eval()
+    """Predicted and true labels of the model saved at ``path`` (plain, masked or compacted), in float32."""
+    model, _, _ = load_model(path)
     predicted, labels = [], []
     with torch.no_grad(), exact_float32():
         for x, y in loader:

@@ -545,7 +545,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
 
     saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
     held = None  # IMP: the optimizer step hook (the shrinker's, or with logs the watch's), removed at the end
-    noted = None  # the step hook that notes the learning rates
+    noted = None  # IMP: the step hook that notes the learning rates
     replacements = grader_helpers()
     if helpers == "grader":
         for name, function in replacements.items():
@@ -569,8 +569,9 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             model.register_forward_pre_hook(shrinker)
             held = register_optimizer_step_post_hook(
                 lambda optimizer, args, kwargs: shrinker.hold(model))
-        peak_lr: dict[int, float] = {}  # training pass -> the largest learning rate a torch.optim step used in it
-        noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, recorder))
+        peak_lr: dict[int, float] = {}  # IMP: training pass -> the largest learning rate a torch.optim step used in it
+        if method == "imp":
+            noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, recorder))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if lr is not None:
             common["lr"] = lr
@@ -584,7 +585,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
                       helpers_available=bool(replacements), **recorder.report(),
                       final_level=[int((w == 0).sum()) for w in after.values()],
                       accuracy_starts=watch.starts, accuracy_end=measured_accuracies(model, test_loader))
-        result["peak_lr"] = [peak_lr.get(p) for p in sorted(recorder.trained_passes)]
+        if method == "imp":
+            result["peak_lr"] = [peak_lr.get(p) for p in sorted(recorder.trained_passes)]
         if logs:
             result["accuracy_passes"] = watch.passes
         if shrinker is not None:

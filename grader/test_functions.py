@@ -538,8 +538,9 @@ def _round_accuracies_check(logs, where: str) -> tuple[float, bool, str]:
     value = logs.value
     log = value["value"] if isinstance(value["value"], list) else []
     passes, epochs = value.get("accuracy_passes", []), value.get("epochs", 1)
-    if _unchanged(value) or not log or len(passes) != len(log) * epochs:
-        return _logged_accuracy_check(value, log, where, _unchanged(value))
+    unchanged = _unchanged(value)
+    if unchanged or not log or len(passes) != len(log) * epochs:
+        return _logged_accuracy_check(value, log, where, unchanged)
     wrong = []
     for i, entry in enumerate(log):
         entry = entry if isinstance(entry, dict) else {}

@@ -186,18 +186,22 @@ def iterative_magnitude_prune(model, sparsity_type, prune_ratio_dict, *, iterati
                        test_loader, epochs, device, lr, weight_decay) for i in range(iterations)]
 
 
+def _slim_conv(layer, carried):
+    """The conv with only its live filters and the inputs ``carried`` from the conv before; and those filters."""
+    w = layer.weight.data if carried is None else layer.weight.data[:, carried]
+    live = [j for j in range(w.shape[0]) if bool(w[j].any())] or [0]
+    conv = nn.Conv2d(w.shape[1], len(live), layer.kernel_size, layer.stride, layer.padding, bias=False)
+    conv.weight.data = w[live].clone()
+    return conv, live
+
+
 def prune_channels_after_filter_prune(model):
     new = copy_without_pruning(model)
     items = list(new.features)
     carried = None
     for i, layer in enumerate(items):
         if isinstance(layer, nn.Conv2d):
-            w = layer.weight.data if carried is None else layer.weight.data[:, carried]
-            live = [j for j in range(w.shape[0]) if bool(w[j].any())] or [0]
-            conv = nn.Conv2d(w.shape[1], len(live), layer.kernel_size, layer.stride, layer.padding, bias=False)
-            conv.weight.data = w[live].clone()
-            items[i] = conv
-            carried = live
+            items[i], carried = _slim_conv(layer, carried)
         elif isinstance(layer, nn.BatchNorm2d):
             bn = copy.deepcopy(layer)
             bn.num_features = len(carried)
