@@ -11,6 +11,7 @@ student's ``hw2`` only after putting the submission first on ``sys.path``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from pathlib import Path
@@ -187,6 +188,12 @@ YAML_REJECTIONS = {
     "grouped_layers": ("layers grouped under a name that is not a layer",
                        "prune_ratios:\n  early:\n    features.0.weight: 0.5\n"),
     "malformed": ("malformed YAML", "prune_ratios:\n  features.0.weight: 0.5\n   features.3.weight: [0.5\n"),
+    "malformed_indent": ("malformed YAML (a line indented less than the one before: a parser error, not a scanner "
+                         "error)", "prune_ratios:\n  features.0.weight: 0.5\n features.3.weight: 0.5\n"),
+    "ratio_missing": ("a layer with no ratio (null)", "prune_ratios:\n  features.0.weight: 0.5\n  features.3.weight:\n"),
+    "flow_duplicate": ("a layer named twice in flow style", "prune_ratios: {features.0.weight: 0.5, features.0.weight: 0.6}\n"),
+    "empty_file": ("a file with no mapping at all (only a comment)", "# prune_ratios: to do\n"),
+    "top_level_list": ("a list at the top level, not a mapping", "- prune_ratios\n"),
 }
 
 
@@ -221,6 +228,8 @@ def _tensor_cases(kind: str) -> list[tuple[torch.Tensor, float]]:
     for i in range(0, 6, 2):
         l1_vs_l2[i, 0, 1, 1] = 3.0 + i * 0.1           # L2 = L1 = 3.x
         l1_vs_l2[i + 1] = 0.6 + i * 0.01               # L2 = 1.8.., L1 = 5.4..
+    already_pruned = torch.randn(8, 3, 3, 3, generator=gen)  # a layer pruned before (IMP's later rounds)
+    already_pruned[[1, 4, 6]] = 0
     return [(torch.randn(8, 4, 3, 3, generator=gen), 0.5),
             (torch.randn(10, 3, 3, 3, generator=gen) * torch.linspace(0.2, 2, 10).view(-1, 1, 1, 1), 0.25),
             (torch.randn(12, 6, 3, 3, generator=gen), 0.4),
@@ -228,7 +237,9 @@ def _tensor_cases(kind: str) -> list[tuple[torch.Tensor, float]]:
             (torch.randn(5, 8, 3, 3, generator=gen), 0.0),
             (l1_vs_l2, 0.5),
             (torch.randn(10, 2, 3, 3, generator=gen), 0.96),  # floor 9 or ceil 10 filters
-            (torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last), 0.5)]
+            (torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last), 0.5),
+            (torch.randn(10, 2, 3, 3, generator=gen), 0.8),  # exactly 8 filters: 10 * (1 - 0.8) is 1.99.. in floats
+            (already_pruned, 0.25)]  # 2 of its 3 zero filters, tied at norm 0: a threshold test prunes all 3
 
 
 def mask_function(kind: str) -> list[dict]:
@@ -415,6 +426,9 @@ def _model_with_known_zeros() -> nn.Module:
                 module.bias[:1] = 0
         model.classifier.bias[:5] = 0
         model.features[3].weight[1, 0, 0, :] = 1e-9  # tiny but not zero: not pruned (isclose(w, 0) would say so)
+        model.features[10].weight[2] *= 1e-9  # a whole filter of tiny weights: not an all-zero filter
+        model.features[17].weight[0] = 0
+        model.features[17].weight[0, 0, 0, :2] = torch.tensor([0.5, -0.5])  # sums to 0, yet not all zero
     return model
 
 
@@ -482,10 +496,13 @@ def masked_retrain(state: str) -> dict:
         model.get_submodule(module_name).register_forward_hook(
             functools.partial(_record_live_pruned, live_pruned, name, tensor_name, mask == 0))
     scheduler = CountingScheduler(optimizer, lambda step: 1.0)  # constant: it only counts its steps
+    loss_fn = CountingLoss()
+    gradients = GradientWatch(model, steps)
     result = call(pruning.masked_retrain, model, {k: v.clone() for k, v in masks.items()}, optimizer,
-                  nn.CrossEntropyLoss(), train_loader, test_loader, RETRAIN_EPOCHS, DEVICE, scheduler)
+                  loss_fn, train_loader, test_loader, RETRAIN_EPOCHS, DEVICE, scheduler)
+    gradients.remove()
     result.update(state=state, masks=masks, before=before, after=weights_of(model), optimizer_steps=len(steps),
-                  scheduler_steps=scheduler.counted,
+                  scheduler_steps=scheduler.counted, loss_fn_calls=loss_fn.calls, stale_gradients=gradients.stale,
                   batches=len(train_loader), running_means_before=running_means_before, epochs=RETRAIN_EPOCHS,
                   running_means_after=[m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)],
                   orphaned=sorted(n for n, p in model.named_parameters() if id(p) not in held),
@@ -506,6 +523,42 @@ class CountingScheduler(torch.optim.lr_scheduler.LambdaLR):
         return super().step(*args, **kwargs)
 
 
+class CountingLoss(nn.CrossEntropyLoss):
+    """The loss masked_retrain is given: cross-entropy that counts the calls made with gradients on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, logits, labels):
+        self.calls += int(torch.is_grad_enabled())
+        return super().forward(logits, labels)
+
+
+class GradientWatch:
+    """Notes a backward pass that adds to gradients an optimizer step has already used (no zero_grad in between).
+
+    A hook on each parameter sees the incoming gradient before it is added to ``.grad``: if ``.grad`` still holds
+    nonzero values from before the last optimizer step (``steps``, a list the step post-hook appends to), the
+    step about to come sums this batch's gradient with old ones.
+    """
+
+    def __init__(self, model: nn.Module, steps: list):
+        self.steps, self.stale, self._seen = steps, 0, {}
+        self._handles = [p.register_hook(functools.partial(self._incoming, p))
+                         for p in model.parameters() if p.requires_grad]
+
+    def _incoming(self, parameter: torch.Tensor, grad: torch.Tensor) -> None:
+        old = parameter.grad
+        if old is not None and self._seen.get(id(parameter), len(self.steps)) < len(self.steps) and bool(old.any()):
+            self.stale += 1
+        self._seen[id(parameter)] = len(self.steps)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 RETRAIN_EPOCHS = 2  # more than one: a bug that shows only from the second epoch on (train mode, masks) is seen
 
 
@@ -519,7 +572,7 @@ def _record_live_pruned(found: list, name: str, tensor_name: str, pruned: torch.
 
 # OMP and IMP targets: the per-layer ratios plus one layer pruned hard (the real 0.80 configs prune some layers
 # past 0.9), where schedules that overshoot before the last round show it.
-METHOD_RATIOS = {"unstructured": {**TINY_RATIOS, "features.28.weight": 0.92},
+METHOD_RATIOS = {"unstructured": {**TINY_RATIOS, "features.28.weight": 0.915},  # 3 decimals: ratios rounded show
                  "filter": {**TINY_FILTER_RATIOS, "features.28.weight": 0.9}}
 GRADED_HELPERS = ("unstructured_prune", "filter_prune", "apply_pruning", "test_sparsity", "masked_retrain")
 
@@ -545,7 +598,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
 
     saved = {name: getattr(pruning, name, None) for name in GRADED_HELPERS}
     held = None  # IMP: the optimizer step hook (the shrinker's, or with logs the watch's), removed at the end
-    noted = None  # IMP: the step hook that notes the learning rates
+    noted = None  # the step hook that notes the learning rates
     replacements = grader_helpers()
     if helpers == "grader":
         for name, function in replacements.items():
@@ -569,24 +622,30 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             model.register_forward_pre_hook(shrinker)
             held = register_optimizer_step_post_hook(
                 lambda optimizer, args, kwargs: shrinker.hold(model))
-        peak_lr: dict[int, float] = {}  # IMP: training pass -> the largest learning rate a torch.optim step used in it
-        if method == "imp":
-            noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, recorder))
+        peak_lr: dict[int, float] = {}  # training pass -> the largest learning rate a torch.optim step used in it
+        rates_seen: list[tuple[int, float]] = []  # (training pass, learning rate) of every torch.optim step
+        noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, rates_seen, recorder))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if lr is not None:
             common["lr"] = lr
-        if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
-            result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
-        else:
-            result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios), iterations=iterations,
-                          **common)
+        with noting_label_smoothing() as smoothing:
+            if method == "omp":  # the student gets a copy: a function that edits its dict cannot move the targets
+                result = call(pruning.oneshot_magnitude_prune, model, sparsity_type, dict(ratios), **common)
+            else:
+                result = call(pruning.iterative_magnitude_prune, model, sparsity_type, dict(ratios),
+                              iterations=iterations, **common)
         after = weights_of(model)
         result.update(ratios=ratios, before=before, after=after, helpers=helpers, epochs=epochs,
                       helpers_available=bool(replacements), **recorder.report(),
                       final_level=[int((w == 0).sum()) for w in after.values()],
                       accuracy_starts=watch.starts, accuracy_end=measured_accuracies(model, test_loader))
+        trained = sorted(recorder.trained_passes)
+        result["lr_by_pass"] = [[rate for q, rate in rates_seen if q == p] for p in trained]
+        result["label_smoothing"] = sorted(set(smoothing))
+        from hw2.train import LABEL_SMOOTHING
+        result["expected_label_smoothing"] = float(LABEL_SMOOTHING)
         if method == "imp":
-            result["peak_lr"] = [peak_lr.get(p) for p in sorted(recorder.trained_passes)]
+            result["peak_lr"] = [peak_lr.get(p) for p in trained]
         if logs:
             result["accuracy_passes"] = watch.passes
         if shrinker is not None:
@@ -604,11 +663,34 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             noted.remove()
 
 
-def _note_lr(peak_lr: dict, recorder: "TrainingRecorder", optimizer, args, kwargs) -> None:
-    """Before a torch.optim step: the largest learning rate of its groups, kept per training pass (its peak)."""
+def _note_lr(peak_lr: dict, rates_seen: list, recorder: "TrainingRecorder", optimizer, args, kwargs) -> None:
+    """Before a torch.optim step: the largest learning rate of its groups, kept per training pass (its peak) and
+    step by step (pass, rate)."""
     rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
     if rates:
         peak_lr[recorder.passes] = max(peak_lr.get(recorder.passes, 0.0), *rates)
+        rates_seen.append((recorder.passes, max(rates)))
+
+
+@contextlib.contextmanager
+def noting_label_smoothing():
+    """Yield a list that gets the label_smoothing of every torch.nn.functional.cross_entropy call made with
+    gradients on (nn.CrossEntropyLoss calls it too): the loss a retraining used, where it used that function."""
+    import torch.nn.functional as F
+
+    seen, original = [], F.cross_entropy
+
+    @functools.wraps(original)
+    def cross_entropy(*args, **kwargs):
+        if torch.is_grad_enabled():
+            seen.append(float(args[7] if len(args) > 7 else kwargs.get("label_smoothing", 0.0)))
+        return original(*args, **kwargs)
+
+    F.cross_entropy = cross_entropy
+    try:
+        yield seen
+    finally:
+        F.cross_entropy = original
 
 
 def zero_level(model: nn.Module) -> list[int]:
@@ -694,8 +776,8 @@ class AccuracyWatch:
 
 
 class TrainingRecorder:
-    """Counts the passes over a training loader and marks those in which the model trained (a forward pass in
-    training mode with gradients on); also records, in order, the sparsity levels (zeros per layer) it trained at.
+    """Counts the passes over a training loader and marks those in which the model trained (a forward pass with
+    every module in training mode and gradients on); also records, in order, the sparsity levels (zeros per layer) it trained at.
 
     ``watch(loader, model)`` makes ``loader`` count its passes (same class, one ``__iter__`` override) and hooks
     ``model``'s forward (a deep copy of the model keeps the hook, so training a copy is seen too).
@@ -723,7 +805,9 @@ class TrainingRecorder:
 
 
 def _record_training(recorder: TrainingRecorder, model: nn.Module, inputs, output) -> None:
-    if model.training and torch.is_grad_enabled():
+    # training mode means every module's: BatchNorm switched to eval inside a model in train mode trains nothing of
+    # its statistics (a pass in which it was is not a training pass)
+    if model.training and torch.is_grad_enabled() and all(m.training for m in model.modules()):
         recorder.trained_passes.add(recorder.passes)
         level = zero_level(model)
         if not recorder.levels or recorder.levels[-1] != level:
@@ -757,16 +841,19 @@ def _storage(module: nn.Module, tensor_name: str) -> torch.Tensor:
         else getattr(module, tensor_name)
 
 
-def _grader_attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
-    from torch.nn.utils import prune
-
+def _grader_zero(model: nn.Module, name: str, mask: torch.Tensor) -> None:
+    """Zero a parameter where ``mask`` is 0, in place, attaching nothing: the masks hold later only where the code
+    that called apply_pruning passes them on (prune hooks would hold them on its behalf, so an OMP / IMP that drops
+    the masks would pass with the grader's helpers).  A tensor that already has hooks gets its mask buffer narrowed."""
     module_name, _, tensor_name = name.rpartition(".")
     module = model.get_submodule(module_name)
     with torch.no_grad():
-        _storage(module, tensor_name).mul_(mask.to(_storage(module, tensor_name)))
-    if hasattr(module, f"{tensor_name}_orig"):
-        prune.remove(module, tensor_name)  # keeps the same Parameter object: optimizers still hold it
-    prune.custom_from_mask(module, tensor_name, mask)
+        storage = _storage(module, tensor_name)
+        storage.mul_(mask.to(storage))
+        hooked_mask = getattr(module, f"{tensor_name}_mask", None)
+        if hooked_mask is not None and hasattr(module, f"{tensor_name}_orig"):
+            hooked_mask.mul_(mask.to(hooked_mask))
+            setattr(module, tensor_name, storage * hooked_mask)
 
 
 def _grader_apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict: dict) -> dict:
@@ -782,13 +869,13 @@ def _grader_apply_pruning(model: nn.Module, sparsity_type: str, prune_ratio_dict
         weight = (module.weight_orig * module.weight_mask if hasattr(module, "weight_mask") else current[name]).detach()
         function = _grader_unstructured_prune if sparsity_type == "unstructured" else _grader_filter_prune
         masks[name] = function(weight, ratio)
-        _grader_attach(model, name, masks[name])
+        _grader_zero(model, name, masks[name])
         if sparsity_type == "filter" and name.startswith("features."):
             keep = masks[name].reshape(masks[name].shape[0], -1)[:, 0].clone()
             for bn_tensor in ("weight", "bias"):
                 bn_name = f"features.{int(name.split('.')[1]) + 1}.{bn_tensor}"
                 masks[bn_name] = keep.clone()
-                _grader_attach(model, bn_name, keep)
+                _grader_zero(model, bn_name, keep)
     return masks
 
 
@@ -855,13 +942,15 @@ def compact(permanent: bool) -> dict:
     # features.3 and .14 keep all theirs, yet lose the input channels of the conv before them
     masks = grader_filter_masks(model, ratios)
     attach_masks(model, masks)
+    _plant_filters(model, masks)
     if permanent:
         make_pruning_permanent(model)
     model.eval()
-    kept = [int(masks[name].flatten(1)[:, 0].sum()) for name in ratios]
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
     with torch.no_grad():
-        expected = model(x.clone())
+        expected = model(x.clone())  # with masks attached, this also recomputes each .weight from weight_orig
+    kept = [int((model.get_submodule(name.rpartition(".")[0]).weight.detach().flatten(1) != 0).any(1).sum())
+            for name in ratios]
     parameters_before = sum(p.numel() for p in model.parameters())
     state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
@@ -890,26 +979,146 @@ def compact(permanent: bool) -> dict:
     return {"value": out}
 
 
+def _plant_filters(model: nn.Module, masks: dict) -> None:
+    """Filters under a mask of 1 that tell how a solution finds the pruned ones: the weights decide, nothing else.
+
+    features.7: a kept filter scaled to ~1e-7 (nonzero: kept, not a magnitude cut-off); features.10: a kept filter
+    of +0.5 and -0.5 on a live input (nonzero, though its entries sum to 0); features.21: a filter that is all zero under a mask of 1,
+    its BatchNorm weight and bias zero too (all-zero: removed, though its mask buffer says kept).
+    """
+    def first_kept(index: int) -> int:
+        return int(masks[f"features.{index}.weight"].flatten(1)[:, 0].nonzero()[0])
+
+    with torch.no_grad():
+        _storage(model.features[7], "weight")[first_kept(7)] *= 1e-7
+        plus_minus = _storage(model.features[10], "weight")[first_kept(10)]
+        plus_minus.zero_()
+        plus_minus[first_kept(7), 0, :2] = torch.tensor([0.5, -0.5])  # on an input channel that stays
+        dead = first_kept(21)
+        _storage(model.features[21], "weight")[dead] = 0
+        for tensor_name in ("weight", "bias"):
+            _storage(model.features[22], tensor_name)[dead] = 0
+
+
 def plot_mask(workdir: str) -> dict:
+    """The returned images, and what each saved figure drew (see ``drawn_mask``)."""
     from hw2 import pruning
 
     gen = torch.Generator().manual_seed(13)
     weight = torch.randn(6, 4, 3, 3, generator=gen)  # 6 filters, 36 columns: a transposed image has another shape
     weight[weight.abs() < 0.6] = 0
     weight[2] = 0  # one pruned filter
-    weight[4, 1, 0, :] = 1e-6  # tiny but kept: the image shows weight != 0, not a magnitude threshold
-    results = {"weight": weight.clone(), "path": str(Path(workdir) / "mask.png")}
-    results.update(call(pruning.plot_mask, weight, results["path"], title="features.0.weight"))
+    weight[4, 1, 0, :] = torch.tensor([1e-6, 1e-9, 1e-30])  # tiny but kept: weight != 0, not a magnitude threshold
+    cases = {"": (weight, "mask.png", "features.0.weight")}
     linear = torch.randn(5, 7, generator=gen)
     linear[linear.abs() < 0.5] = 0
-    results["linear_weight"] = linear.clone()
-    results["linear"] = call(pruning.plot_mask, linear, str(Path(workdir) / "mask_linear.png"), title="classifier.weight")
+    cases["linear"] = (linear, "mask_linear.png", "classifier.weight")
     wide = torch.randn(8, 256, 3, 3, generator=gen)  # 2304 columns, as VGG13's late convs have: one column per weight
     wide[wide.abs() < 0.8] = 0
     wide[5] = 0
-    results["wide_weight"] = wide.clone()
-    results["wide"] = call(pruning.plot_mask, wide, str(Path(workdir) / "mask_wide.png"), title="features.24.weight")
+    cases["wide"] = (wide, "mask_wide.png", "features.24.weight")
+    results = {}
+    for key, (tensor, file_name, title) in cases.items():
+        path = str(Path(workdir) / file_name)
+        given = tensor.clone()
+        with saved_figures(drawn_mask) as saved:
+            result = call(pruning.plot_mask, given, path, title=title)
+        result.update(weight=tensor, path=path, input_unchanged=torch.equal(given, tensor),
+                      drawn=saved[-1] if saved else drawn_mask_file(path, tensor))
+        if key:
+            results[key] = result
+        else:
+            results.update(result)
     return results
+
+
+@contextlib.contextmanager
+def saved_figures(snapshot):
+    """Yield a list that gets ``snapshot(figure)`` each time a figure is saved, taken as it is saved.
+
+    What a figure holds after the function returned can differ from what the PNG shows
+    (artists added after ``savefig``), so the checks read the figure at save time.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    saved = []
+    originals = (Figure.savefig, FigureCanvasAgg.print_png)
+
+    def take(figure):
+        try:
+            saved.append(snapshot(figure))
+        except Exception as exc:  # noqa: BLE001 - an odd figure: the check says it could not be read
+            saved.append({"unreadable": f"{type(exc).__name__}: {str(exc)[:200]}"})
+
+    @functools.wraps(originals[0])
+    def savefig(figure, *args, **kwargs):  # plt.savefig and fig.savefig both end here
+        take(figure)
+        return originals[0](figure, *args, **kwargs)
+
+    @functools.wraps(originals[1])  # the same signature: savefig passes a print method only the keywords it takes
+    def print_png(canvas, *args, **kwargs):  # and a canvas written directly
+        take(canvas.figure)
+        return originals[1](canvas, *args, **kwargs)
+
+    Figure.savefig, FigureCanvasAgg.print_png = savefig, print_png
+    try:
+        yield saved
+    finally:
+        Figure.savefig, FigureCanvasAgg.print_png = originals
+
+
+def drawn_mask(figure) -> dict:
+    """The colours of every image-like artist (imshow, matshow, spy, pcolormesh, figimage) as RGBA arrays, and the
+    points of every marker line or scatter, in data coordinates."""
+    import numpy as np
+    from matplotlib.collections import QuadMesh
+
+    images, points = [], []
+    artists = list(figure.images)
+    for axes in figure.axes:
+        artists += list(axes.images) + [c for c in axes.collections if isinstance(c, QuadMesh)]
+        for line in axes.get_lines():
+            if line.get_marker() not in (None, "None", "", " "):
+                points.append(np.asarray(line.get_xydata(), dtype=float).reshape(-1, 2).tolist())
+        for collection in axes.collections:
+            if not isinstance(collection, QuadMesh):
+                points.append(np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2).tolist())
+    for artist in artists:
+        data = artist.get_array()
+        if data is None:
+            continue
+        data = np.ma.asarray(data)
+        if isinstance(artist, QuadMesh) and data.ndim == 1:
+            rows, cols = (n - 1 for n in artist.get_coordinates().shape[:2])
+            data = data.reshape(rows, cols)
+        rgba = np.asarray(artist.to_rgba(data), dtype=np.float64)
+        if rgba.ndim == 3:
+            images.append(torch.from_numpy(rgba[..., :4].copy()))
+    return {"images": images, "points": points}
+
+
+def drawn_mask_file(path: str, weight: torch.Tensor) -> dict | None:
+    """A PNG written without a matplotlib figure (plt.imsave, PIL): its pixels, when they map onto the mask's
+    entries (one pixel per entry, or the same whole-number scale on both axes); otherwise None (not judged)."""
+    import numpy as np
+    from matplotlib import image
+
+    try:
+        pixels = np.asarray(image.imread(path), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - no readable PNG: the PNG check says so
+        return None
+    rows, cols = weight.shape[0], weight[0].numel()
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3 + [np.ones_like(pixels)], axis=-1)
+    height, width = pixels.shape[:2]
+    if height % rows or width % cols or height // rows != width // cols:
+        return None
+    scale = height // rows
+    pixels = pixels[scale // 2::scale, scale // 2::scale]
+    if pixels.shape[-1] == 3:
+        pixels = np.concatenate([pixels, np.ones(pixels.shape[:2] + (1,))], axis=-1)
+    return {"images": [torch.from_numpy(pixels.copy())], "points": []}
 
 
 # the four models of --method all and two a run log may add (--scope global, --criterion thinet): code written for
@@ -924,32 +1133,14 @@ PLOT_RECORDS = [{"label": "Omp_unstructured", "sparsity": 0.7994, "accuracy": 91
 
 def plot_sparsity(workdir: str) -> dict:
     """The returned points, and the points the saved figure draws (every line's and scatter's data, per axes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from hw2 import pruning
 
     path = str(Path(workdir) / "sparsity_vs_accuracy.png")
-    saved = []
-    originals = (Figure.savefig, FigureCanvasAgg.print_png)
-
-    @functools.wraps(originals[0])
-    def savefig(figure, *args, **kwargs):  # plt.savefig and fig.savefig both end here
-        saved.append(figure)
-        return originals[0](figure, *args, **kwargs)
-
-    @functools.wraps(originals[1])  # the same signature: savefig passes a print method only the keywords it takes
-    def print_png(canvas, *args, **kwargs):  # and a canvas written directly
-        saved.append(canvas.figure)
-        return originals[1](canvas, *args, **kwargs)
-
-    Figure.savefig, FigureCanvasAgg.print_png = savefig, print_png
-    try:
+    with saved_figures(lambda figure: {"drawn": drawn_points(figure), "heights": drawn_heights(figure)}) as saved:
         result = call(pruning.plot_sparsity_vs_accuracy, copy.deepcopy(PLOT_RECORDS), path, 93.0)
-    finally:
-        Figure.savefig, FigureCanvasAgg.print_png = originals
-    result.update(records=PLOT_RECORDS, path=path, drawn=drawn_points(saved[-1]) if saved else None,
-                  heights=drawn_heights(saved[-1]) if saved else None)
+    last = saved[-1] if saved else {}
+    result.update(records=PLOT_RECORDS, path=path, drawn=last.get("drawn"), heights=last.get("heights"),
+                  unreadable=last.get("unreadable"))
     return result
 
 

@@ -272,14 +272,21 @@ def test_sparsity_report_counts_conv_and_linear_weights_only(probe, credit):
             counts = report.get("zero_filters") if isinstance(report, dict) else None
             expected = {n: int((w.flatten(1) == 0).all(dim=1).sum()) for n, w in weights.items()}
             wrong = [n for n, c in expected.items() if not isinstance(counts, dict) or counts.get(n) != c]
-            credit.check(not wrong, "filter: 'zero_filters' must count, for every Conv2d and Linear weight (a Linear's "
-                                    "rows are its filters), the output filters whose weights are all zero; wrong or "
-                                    f"missing: {', '.join(wrong)}")
+            typed = [n for n in expected if n not in wrong and not _is_int(counts[n])]
+            credit.check(not wrong and not typed,
+                         "filter: 'zero_filters' must count (an int), for every Conv2d and Linear weight (a Linear's "
+                         "rows are its filters), the output filters whose weights are all exactly zero"
+                         + (f"; wrong or missing: {', '.join(wrong)}" if wrong else "")
+                         + (f"; not an int: {', '.join(typed)} ({type(counts[typed[0]]).__name__})" if typed else ""))
     credit.verify()
 
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _observed(value, expected: float) -> str:
@@ -304,7 +311,7 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
         result = probe("masked_retrain", TRAINING, state=state)
         if not result.ok or "raised" in result.value:
             why = result.explain("masked_retrain") if not result.ok else f"masked_retrain {_raised(result.value)}"
-            credit.check(False, f"{label}: {why}", weight=6)  # all of this state's checks below
+            credit.check(False, f"{label}: {why}", weight=8)  # all of this state's checks below
             continue
         value = result.value
         regrown, frozen = [], []
@@ -334,9 +341,15 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
                      "optimizer steps: step it once after every optimizer step (it is a per-step schedule)")
         epochs, trained = value.get("epochs", 1), value.get("training_passes", 0)
         credit.check(trained == epochs, f"{label}, handed over in eval mode (as after an evaluation), num_epochs="
-                                        f"{epochs}: it trained (training mode, gradients on) in {trained} pass(es) over "
+                                        f"{epochs}: it trained (training mode for every module, gradients on) in {trained} pass(es) over "
                                         "train_loader: train num_epochs epochs, calling model.train() at the start "
                                         "of each (an evaluation in between switches it to eval mode)")
+        credit.check(not steps or value.get("loss_fn_calls", 1) > 0,
+                     f"{label}: masked_retrain never called the loss_fn it was given: compute the training loss with it "
+                     "(OMP and IMP pass the dense model's loss, with label smoothing)")
+        credit.check(not value.get("stale_gradients"),
+                     f"{label}: a backward pass added to gradients that an optimizer step had already used: clear them "
+                     "(optimizer.zero_grad()) before each batch's backward, or every step sums all earlier gradients")
         live = value.get("live_pruned", [])
         credit.check(not live, f"{label}: during training, forward passes used nonzero values of pruned weights in "
                                f"{', '.join(live[:3])}: keep them zero after every optimizer step (masking only their "
@@ -403,7 +416,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
                                     "picks from the weights OMP was given: prune them first, then retrain"))
         checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                       "the unpruned weights did not change: OMP must retrain after pruning")))
-        checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode, gradients on) in "
+        checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode for every module, gradients on) in "
                                              f"{trained} pass(es) over train_loader: retrain for `epochs` epochs"))
         checks.append(_logged_sparsity_check(value, log, where))
         checks.append(_logged_accuracy_check(value, log, where, unchanged))
@@ -417,7 +430,11 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
     no_ratios = f"{where}: each log entry needs 'ratios' with every layer of the target, as numbers"
     rising = numbers and all(a[n] < b[n] if targets[n] > 0 else a[n] <= b[n]
                              for a, b in zip(schedules, schedules[1:]) for n in a)
-    checks.append((1, rising, f"{where}: each layer's ratio must rise every round" if numbers else no_ratios))
+    idle = [n for n, t in targets.items() if t > 0 and schedules[0][n] <= 0] if numbers else []
+    checks.append((1, rising and not idle,
+                   no_ratios if not numbers else f"{where}: each layer's ratio must rise every round" if not rising else
+                   f"{where}: the first round prunes nothing in {', '.join(idle[:3])} (ratio 0): each of the "
+                   f"{iterations} rounds must prune more"))
     overshoot = numbers and any(s[n] > targets[n] + 1e-9 for s in schedules for n in s)
     checks.append((1, numbers and not overshoot,
                    f"{where}: a round's ratio went past the layer's target" if numbers else no_ratios))
@@ -442,7 +459,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
                   ("the model was not trained after its last pruning" if not last else
                    "the model was first trained with all its final zeros: it was not pruned step by step between "
                    "trainings" if not early else
-                   f"it trained (training mode, gradients on) in {trained} pass(es) over train_loader, not "
+                   f"it trained (training mode for every module, gradients on) in {trained} pass(es) over train_loader, not "
                    f"{iterations} x {epochs}" if not retrained else
                    "the rounds retrained at different peak learning rates ("
                    + ", ".join(f"{p:.4g}" for p in peaks) + "), as if one schedule ran over all of them")
@@ -460,6 +477,35 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
     checks.append(_round_accuracies_check(logs, where) if logs is not None else
                   _logged_accuracy_check(value, log, where, unchanged))
     return checks
+
+
+LR_DECAY = 0.75  # a retraining's last learning rate is at most this fraction of its peak (cosine: near 0)
+
+
+def _recipe_problems(value, rounds: int, epochs: int) -> list[str]:
+    """Where a retraining (OMP's one, each IMP round's) departs from the recipe its docstring gives: the learning
+    rate decays from its peak (a warm-up before the peak is fine; a rise after it, a restart, is not) to at most
+    ``LR_DECAY`` of it, and the loss is cross-entropy with the dense model's label smoothing.  Seen where the probe
+    saw it: the rates of torch.optim steps when the passes line up with the rounds, the loss where torch's
+    cross_entropy was called.  Not graded (the real run's accuracy shows what the recipe is worth): a note."""
+    problems = []
+    by_pass = value.get("lr_by_pass", [])
+    if len(by_pass) == rounds * epochs and all(by_pass):
+        for i in range(rounds):
+            rates = [r for rates in by_pass[i * epochs:(i + 1) * epochs] for r in rates]
+            peak = rates.index(max(rates))
+            round_ = f"round {i + 1}: " if rounds > 1 else ""
+            if any(b > a * (1 + 1e-6) for a, b in zip(rates[peak:], rates[peak + 1:])):
+                problems.append(f"{round_}the learning rate rose again after its peak of {rates[peak]:.4g} (a schedule "
+                                "that restarts)")
+            elif rates[-1] > LR_DECAY * rates[peak]:
+                problems.append(f"{round_}the learning rate went from {rates[0]:.4g} to {rates[-1]:.4g}: it did not "
+                                "decay")
+    smoothing, expected = value.get("label_smoothing", []), value.get("expected_label_smoothing")
+    if smoothing and expected is not None and not any(math.isclose(x, expected, abs_tol=1e-9) for x in smoothing):
+        problems.append(f"the loss was cross-entropy with label_smoothing={', '.join(f'{x:g}' for x in smoothing)}, not "
+                        f"LABEL_SMOOTHING ({expected:g}), the dense model's")
+    return problems
 
 
 def _round_peak_lrs(peak_lr: list, iterations: int, epochs: int) -> list[float]:
@@ -612,6 +658,13 @@ def _judge_method(probe, credit, method: str, sparsity_type: str, **kwargs) -> N
     graded in that helper's own test: it costs nothing here."""
     iterations = kwargs.get("iterations", 1)
     result, own = _run_method(probe, method, sparsity_type, iterations, kwargs)
+    recipe = _recipe_problems(result.value, iterations, kwargs.get("epochs", 1)) \
+        if result.ok and "raised" not in result.value else []
+    if recipe:
+        credit.note(f"{sparsity_type}: not graded, but the retraining departs from the docstring's recipe: "
+                    + "; ".join(recipe[:2]) + ". Retrain with a cosine decay from `lr` (hw2.train.make_scheduler, "
+                    "stepped after every optimizer step) and nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING): "
+                    "your CIFAR-10 accuracy depends on it.")
     no_helpers = result.ok and result.value.get("helpers_available") is False  # the public checks have none
     # (no second run after a timeout either: it would most likely time out again, doubling the grading time)
     if all(ok for _, ok, _ in own) or no_helpers or result.status in ("timeout", "broken"):
@@ -709,10 +762,13 @@ def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
 @pytest.mark.points(3)
 def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
     value = credit.require(probe("plot_mask", SHORT, workdir=probe_dir), "plot_mask")
-    for label, key, weight in (("conv weight (6, 4, 3, 3)", None, value["weight"]),
-                               ("linear weight (5, 7)", "linear", value["linear_weight"]),
-                               ("conv weight (8, 256, 3, 3), 2304 columns", "wide", value["wide_weight"])):
-        case = value[key] if key else value
+    changed = []
+    for label, case, judge_figure in (("conv weight (6, 4, 3, 3)", value, True),
+                                      ("linear weight (5, 7)", value["linear"], True),
+                                      ("conv weight (8, 256, 3, 3), 2304 columns", value["wide"], False)):
+        weight = case["weight"]
+        if not case["input_unchanged"]:
+            changed.append(label)
         if "raised" in case:
             credit.check(False, f"{label}: plot_mask raised {case['raised']}: {case['message']}", weight=2)
             continue
@@ -722,8 +778,50 @@ def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
         credit.check(ok_shape, f"{label}: the image must have one row per filter and C_in x kH x kW columns")
         credit.check(ok_shape and bool(((image == 0) | (image == 1)).all()) and torch.equal(image != 0, expected),
                      f"{label}: the image must be 1 where the weight is kept and 0 where pruned, row by row")
+        if judge_figure:
+            problem = _mask_figure_problem(case.get("drawn"), expected)
+            credit.check(problem is None, f"{label}: the saved figure must show the mask, one row per filter, one "
+                                          f"colour for kept and another for pruned: {problem}")
+    if any("raised" not in case for case in (value, value["linear"], value["wide"])):  # else nothing to judge
+        credit.check(not changed, f"plot_mask must leave the weight it is given unchanged; it changed the "
+                                  f"{' and the '.join(changed)}")
     credit.check(is_png(value["path"]), "plot_mask must write a valid PNG to out_path")
     credit.verify()
+
+
+def _mask_figure_problem(drawn: dict | None, expected: torch.Tensor) -> str | None:
+    """None when the saved figure (as it was when saved) or the PNG's pixels show ``expected``; else what was seen.
+
+    An image-like artist matches when its colours split its entries exactly into kept and pruned (upside down
+    too: pcolormesh and origin="lower" draw row 0 at the bottom); marker points match when they sit on exactly
+    the kept entries.  ``drawn`` None: no figure was saved and the PNG does not map onto the entries (not judged).
+    """
+    if drawn is None:
+        return None
+    if "unreadable" in drawn:
+        return f"its artists could not be read ({drawn['unreadable']})"
+    for rgba in drawn["images"]:
+        if tuple(rgba.shape[:2]) != tuple(expected.shape):
+            continue
+        for keep in (expected, expected.flip(0)):
+            kept, pruned = rgba[keep].unique(dim=0), rgba[~keep].unique(dim=0)
+            if len(kept) == 1 and len(pruned) <= 1 and not (len(pruned) == 1 and torch.equal(kept, pruned)):
+                return None
+    rows, cols = expected.shape
+    for keep in (expected, expected.flip(0)):
+        target = {(c, r) for r, c in keep.nonzero().tolist()}
+        for points in drawn["points"]:
+            if {(round(x), round(y)) for x, y in points} == target and \
+                    all(abs(x - round(x)) < 1e-6 and abs(y - round(y)) < 1e-6 for x, y in points):
+                return None
+    shapes = sorted({tuple(rgba.shape[:2]) for rgba in drawn["images"]})
+    if not shapes:
+        return "no image (imshow, matshow, pcolormesh, spy) was in it when it was saved"
+    if (cols, rows) in shapes:
+        return f"it held an image of shape {(cols, rows)}: the mask transposed (columns as rows)"
+    if tuple(expected.shape) in shapes:
+        return "its image of the right shape does not colour the kept and the pruned entries apart"
+    return f"its images have shapes {', '.join(map(str, shapes))}, not {(rows, cols)}"
 
 
 def _drawn_at(points: list, sparsity: float, accuracy: float, ys: float) -> bool:
@@ -749,7 +847,7 @@ def test_plot_sparsity_vs_accuracy_draws_one_point_per_model(probe, probe_dir, c
     drawn = value.get("drawn")
     if drawn is None:
         credit.check(False, "the figure was not saved with savefig (plt.savefig or fig.savefig), so its points could "
-                            "not be read")
+                            "not be read" + (f" ({value['unreadable']})" if value.get("unreadable") else ""))
     else:
         # the accuracy axis in percent, or as fractions: the scale the points use is the one the dense line must use
         scale = max((1, 0.01), key=lambda ys: sum(_drawn_at(drawn, r["sparsity"], r["accuracy"], ys) for r in PLOT_RECORDS))

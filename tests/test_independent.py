@@ -28,7 +28,7 @@ def test_suite_has_enough_solutions_each_naming_a_real_graded_test():
     assert len({s.name for s in SOLUTIONS}) == len(SOLUTIONS)
     assert not {s.name for s in SOLUTIONS} & {m.name for m in MUTANTS}
     originals = {c.name for c in CORRECT if not c.base}
-    assert all(s.base in originals and s.test in CODE_TESTS for s in WRONG)
+    assert all(s.base in originals and s.tests and set(s.tests) <= set(CODE_TESTS) for s in WRONG)
     assert all(s.base in originals for s in CORRECT if s.base)
     assert all(s.file.is_file() for s in SOLUTIONS)
 
@@ -80,10 +80,11 @@ def test_correct_solution_scores_full_marks_on_every_code_test(solution, indepen
 def test_wrong_solution_loses_points_on_the_test_naming_its_bug_only(solution, independent_grades):
     tests = independent_grades[solution.name]
     assert set(tests) == set(CODE_TESTS)
-    score, points, output = tests[solution.test]
-    assert score < points, f"{solution.name} ({solution.why}) kept full marks on {solution.test}"
-    assert output.strip(), "a lost point must come with a reason"
-    elsewhere = {name: out for name, (s, p, out) in tests.items() if name != solution.test and s != p}
+    for name in solution.tests:  # each of its bugs costs points on its own test
+        score, points, output = tests[name]
+        assert score < points, f"{solution.name} ({solution.why}) kept full marks on {name}"
+        assert output.strip(), "a lost point must come with a reason"
+    elsewhere = {name: out for name, (s, p, out) in tests.items() if name not in solution.tests and s != p}
     assert not elsewhere, f"{solution.name} ({solution.why}) also lost points on {elsewhere}"
 
 

@@ -471,7 +471,7 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
         4. Why does unstructured sparsity give no speed-up on a GPU, while the
            compacted filter-pruned model does?
 
-    Graded: on the grader's tiny VGG13, where some convs lose no filter (they still lose the input channels of the conv before): first, each conv keeps exactly its non-zero filters (a model that removes nothing earns nothing); then a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
+    Graded: on the grader's tiny VGG13, where some convs lose no filter (they still lose the input channels of the conv before): first, each conv keeps exactly its non-zero filters, judged on the weights (a filter of tiny weights stays; one all zero under a mask of 1 goes; a model that removes nothing earns nothing); then a new model (the given one left as it is) with exactly the expected parameter count, no all-zero filters, and the same outputs as the masked model (max abs difference <= 1e-4 in eval mode), whether the masks are attached or made permanent.
     """
     # BEGIN SOLUTION
     compact = copy_without_pruning(model)
@@ -480,9 +480,9 @@ def prune_channels_after_filter_prune(model: nn.Module) -> nn.Module:
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Conv2d):
             weight = layer.weight.data
+            keep_out = weight.reshape(weight.shape[0], -1).ne(0).any(dim=1).nonzero().flatten()  # on all its inputs
             if keep_in is not None:
                 weight = weight[:, keep_in]
-            keep_out = weight.reshape(weight.shape[0], -1).ne(0).any(dim=1).nonzero().flatten()
             if keep_out.numel() == 0:
                 keep_out = torch.zeros(1, dtype=torch.long, device=weight.device)  # keep one (zero) channel
             new_conv = nn.Conv2d(len(weight[0]), len(keep_out), layer.kernel_size, layer.stride, layer.padding,
@@ -526,7 +526,7 @@ def plot_sparsity_vs_accuracy(records: list[dict], out_path: str | Path, dense_a
     Returns:
         list of ``(label, sparsity, accuracy)``: exactly the points drawn, in ``records`` order.
 
-    Graded: the returned list, and the saved figure: a point (line vertex or scatter) per record at x = sparsity, y = accuracy, and dense_accuracy drawn (e.g. a horizontal line); a valid PNG is written to out_path.
+    Graded: the returned list, and the figure as it is when saved: a point (line vertex or scatter) per record at x = sparsity, y = accuracy, and dense_accuracy drawn (e.g. a horizontal line); a valid PNG is written to out_path.
     """
     # BEGIN SOLUTION
     points = [(str(r["label"]), float(r["sparsity"]), float(r["accuracy"])) for r in records]
@@ -559,8 +559,8 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
     """Draw which weights of one layer are kept and which are pruned, and save it as a PNG.
 
     Args:
-        weight: a conv weight ``(C_out, C_in, kH, kW)`` (or a 2-D Linear weight);
-            zero entries count as pruned, every other entry (however small) as kept.
+        weight: a conv weight ``(C_out, C_in, kH, kW)`` (or a 2-D Linear weight), not
+            modified; zero entries count as pruned, every other entry (however small) as kept.
         out_path: where to write the PNG.
         title: figure title, e.g. ``"Omp_unstructured: features.14.weight"``.
 
@@ -569,7 +569,7 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
         weight is kept (nonzero) and 0 where pruned; one row per filter.  Two
         colours only (colour-blind safe): kept vs pruned.
 
-    Graded: for a small conv weight, a Linear weight and a conv weight of 2304 columns, the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; a valid PNG is written to out_path.
+    Graded: for a small conv weight, a Linear weight and a conv weight of 2304 columns, the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; for the first two, the figure as it is when saved shows that image (imshow, matshow, pcolormesh or spy; one colour for kept, another for pruned; row 0 at the top or the bottom); the weight is left unchanged; a valid PNG is written to out_path.
     """
     # BEGIN SOLUTION
     image = (weight.detach().cpu() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()

@@ -36,8 +36,13 @@ class Independent:
     name: str
     why: str  # for a correct one: its style; for a wrong one: the bug
     base: str = ""  # wrong ones and variants: the correct solution the change is added to
-    test: str = ""  # wrong ones: the graded test that must lose points (and no other)
+    test: str = ""  # wrong ones: the graded test(s) that must lose points (and no other), space-separated
     variant: bool = False  # a correct variation of ``base`` (variant_<name>.py), e.g. another way to draw a figure
+
+    @property
+    def tests(self) -> tuple[str, ...]:
+        """The graded tests a wrong one must lose points on: one per bug (a file may hold bugs of several tests)."""
+        return tuple(self.test.split())
 
     @property
     def correct(self) -> bool:
@@ -281,6 +286,33 @@ WRONG = [
                 "state_dict_masks", T["batchnorm"]),
     Independent("unstructured_ranks_in_bf16", "magnitudes ranked in bfloat16: near-ties misranked",
                 "state_dict_masks", T["unstructured_rank"]),
+    # found by solutions written blind from the student release; a file may hold bugs of different tests (one each)
+    Independent("saves_before_drawing", "both figures saved before anything is drawn on them: empty PNGs",
+                "grad_masking", f"{T['plot_mask']} {T['plot_sparsity']}"),
+    Independent("zero_by_tolerance", "'zero' means below a tolerance: the mask figure, test_sparsity's zero filters "
+                                     "and the compaction take tiny weights for pruned ones", "grad_masking",
+                f"{T['plot_mask']} {T['sparsity']} {T['compact']}"),
+    Independent("yaml_parser_error_and_filter_keep_count", "only YAML scanner errors become ValueError (parser errors "
+                "escape); filter_prune keeps int(C * (1 - sparsity)) filters, one too few at 0.8 of 10",
+                "grad_masking", f"{T['yaml']} {T['filter_count']}"),
+    Independent("yaml_top_level_and_retrain_bn_frozen", "an empty file or a top-level list raises AttributeError; "
+                "masked_retrain keeps BatchNorm in eval mode inside a model in train mode", "grad_masking",
+                f"{T['yaml']} {T['retrain']}"),
+    Independent("yaml_dup_line_scan_and_imp_ratios_rounded", "a layer repeated in flow style passes a line-by-line "
+                "duplicate scan; IMP's ratios rounded to 2 decimals (0.915 ends at 0.92)", "grad_masking",
+                f"{T['yaml']} {T['imp']}"),
+    Independent("ratio_and_count_types", "a null ratio raises TypeError; zero-filter counts are 0-d tensors",
+                "grad_masking", f"{T['yaml']} {T['sparsity']}"),
+    Independent("filter_ties_and_plot_mask_writes_weight", "filters tied with the k-th smallest norm all pruned; "
+                "plot_mask writes 1 into the weight it is given", "grad_masking",
+                f"{T['filter_count']} {T['plot_mask']}"),
+    Independent("compact_mask_buffers_and_imp_idle_first_round", "the compaction trusts weight_mask buffers over the "
+                "weights; IMP's first round prunes nothing", "grad_masking", f"{T['compact']} {T['imp']}"),
+    Independent("retrain_no_zero_grad_and_imp_first_masks", "masked_retrain never clears gradients; IMP retrains "
+                "every round under the first round's masks", "grad_masking", f"{T['retrain']} {T['imp']}"),
+    Independent("rounds_drop_masks_and_retrain_own_loss", "OMP and IMP retrain with no masks (those apply_pruning "
+                "returns are dropped); masked_retrain ignores loss_fn", "grad_masking",
+                f"{T['omp']} {T['imp']} {T['retrain']}"),
 ]
 SOLUTIONS = CORRECT + WRONG
 

@@ -19,36 +19,51 @@ MIN_IMP_ITERATIONS = 3
 TYPES = ["unstructured", "filter"]
 
 
-def read_prune_ratios_from_yaml(file_name, model):
-    raw = Path(file_name).read_text()
+def _parse(raw, file_name):
     try:
-        parsed = yaml.safe_load(raw)
+        return yaml.safe_load(raw)
     except yaml.YAMLError as problem:
         raise ValueError(f"bad YAML in {file_name}: {problem}") from problem
+
+
+def _table(parsed, file_name):
     try:
         table = parsed["prune_ratios"]
         assert isinstance(table, dict)
     except (TypeError, KeyError, AssertionError):
         raise ValueError(f"{file_name}: expected 'prune_ratios:' followed by 'layer: ratio' lines") from None
-    seen = []  # a repeated key: safe_load keeps only the last, so look at the lines of the section
-    for line in raw.splitlines():
-        stripped = line.split("#")[0].strip()
-        if line.startswith((" ", "\t")) and ":" in stripped:
-            seen.append(stripped.split(":")[0].strip())
-    if len(seen) != len(set(seen)):
-        raise ValueError(f"{file_name}: a layer appears twice")
+    return table
+
+
+def _repeated(raw):
+    """Layer names given twice under prune_ratios (safe_load keeps only the last): read off the node tree."""
+    root = yaml.compose(raw)
+    section = next(value for key, value in root.value if key.value == "prune_ratios")
+    names = [key.value for key, _ in section.value]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _ratio(layer, value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{layer}: ratio {value!r} is not a number") from None
+    if isinstance(value, (bool, str)) or not 0.0 <= number < 1.0:
+        raise ValueError(f"{layer}: ratio {value!r} not in [0, 1)")
+    return number
+
+
+def read_prune_ratios_from_yaml(file_name, model):
+    raw = Path(file_name).read_text()
+    table = _table(_parse(raw, file_name), file_name)
+    if _repeated(raw):
+        raise ValueError(f"{file_name}: given twice: {', '.join(_repeated(raw))}")
     names = list(prunable_weights(model))
     ratios = {}
     for layer, value in table.items():
         if layer not in names:
             raise ValueError(f"{layer!r} is not a conv/linear weight; valid: {names}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{layer}: ratio {value!r} is not a number") from None
-        if isinstance(value, (bool, str)) or not 0.0 <= number < 1.0:
-            raise ValueError(f"{layer}: ratio {value!r} not in [0, 1)")
-        ratios[layer] = number
+        ratios[layer] = _ratio(layer, value)
     return ratios
 
 
