@@ -341,7 +341,8 @@ def test_masked_retrain_keeps_pruned_weights_zero_and_trains_the_rest(probe, cre
                      "optimizer steps: step it once after every optimizer step (it is a per-step schedule)")
         epochs, trained = value.get("epochs", 1), value.get("training_passes", 0)
         credit.check(trained == epochs, f"{label}, handed over in eval mode (as after an evaluation), num_epochs="
-                                        f"{epochs}: it trained (training mode for every module, gradients on) in {trained} pass(es) over "
+                                        f"{epochs}: it trained (training mode for every module, gradients on) in "
+                                        f"{trained} pass(es) over "
                                         "train_loader: train num_epochs epochs, calling model.train() at the start "
                                         "of each (an evaluation in between switches it to eval mode)")
         credit.check(not steps or value.get("loss_fn_calls", 1) > 0,
@@ -416,8 +417,9 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
                                     "picks from the weights OMP was given: prune them first, then retrain"))
         checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                       "the unpruned weights did not change: OMP must retrain after pruning")))
-        checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode for every module, gradients on) in "
-                                             f"{trained} pass(es) over train_loader: retrain for `epochs` epochs"))
+        checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode for every module, "
+                                             f"gradients on) in {trained} pass(es) over train_loader: retrain for "
+                                             "`epochs` epochs"))
         checks.append(_logged_sparsity_check(value, log, where))
         checks.append(_logged_accuracy_check(value, log, where, unchanged))
         return checks
@@ -459,7 +461,8 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
                   ("the model was not trained after its last pruning" if not last else
                    "the model was first trained with all its final zeros: it was not pruned step by step between "
                    "trainings" if not early else
-                   f"it trained (training mode for every module, gradients on) in {trained} pass(es) over train_loader, not "
+                   f"it trained (training mode for every module, gradients on) in {trained} pass(es) over "
+                   "train_loader, not "
                    f"{iterations} x {epochs}" if not retrained else
                    "the rounds retrained at different peak learning rates ("
                    + ", ".join(f"{p:.4g}" for p in peaks) + "), as if one schedule ran over all of them")
