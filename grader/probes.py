@@ -56,7 +56,19 @@ def tiny_vgg(seed: int = 0) -> nn.Module:
 
 def fit(model: nn.Module, train_loader, seed: int, epochs: int = 15, lr: float = 0.05) -> None:
     """Train ``model`` in float32 with the grader's own loop (plain SGD with momentum): a tiny VGG13 learns the tiny
-    synthetic data in well under a second.  Seeded, and the global random state is left as it was."""
+    synthetic data in well under a second.  Seeded, and the global random state is left as it was.
+
+    The same start (weights, data, the loader's random state, seed) always ends the same way, so a process that
+    grades many submissions (the project's tests) keeps each end state and sets it again, the loader's random state
+    included: what follows sees exactly what it would after training.
+    """
+    key = _fit_key(model, train_loader, seed, epochs, lr)
+    if key is not None and key in _FITTED:
+        state, generator_state = _FITTED[key]
+        model.load_state_dict(state)
+        train_loader.generator.set_state(generator_state)
+        model.train()
+        return
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -67,6 +79,26 @@ def fit(model: nn.Module, train_loader, seed: int, epochs: int = 15, lr: float =
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+    if key is not None:
+        _FITTED[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()},
+                        train_loader.generator.get_state().clone())
+
+
+_FITTED: dict = {}  # fit's end states by start (see fit)
+
+
+def _fit_key(model: nn.Module, train_loader, seed: int, epochs: int, lr: float) -> tuple | None:
+    """Everything fit's result depends on, hashed; None for a loader without its own generator (not cached)."""
+    import hashlib
+
+    generator = getattr(train_loader, "generator", None)
+    if not isinstance(generator, torch.Generator) or not hasattr(train_loader, "images"):
+        return None
+    digest = hashlib.sha256()
+    for tensor in [*model.state_dict().values(), train_loader.images, train_loader.labels, generator.get_state()]:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return (type(model).__name__, type(train_loader).__name__, train_loader.batch_size, seed, epochs, lr,
+            torch.get_num_threads(), digest.hexdigest())
 
 
 def tiny_loaders(seed: int = 0, batch_size: int = 16):

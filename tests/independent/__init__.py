@@ -131,6 +131,8 @@ CORRECT = [
                 "oop_pruner", variant=True),
     Independent("retrain_by_hand_sgd", "OMP and IMP retrain with a hand-written SGD, not a torch.optim optimizer",
                 "plain_kthvalue", variant=True),
+    Independent("mask_by_imsave", "the mask figure written by plt.imsave (the image itself, scaled up, no axes)",
+                "grad_masking", variant=True),
 ]
 
 WRONG = [
