@@ -374,9 +374,24 @@ def _final_counts_ok(value, sparsity_type) -> list[str]:
 
 
 def _kept_moved(value) -> bool:
+    return _least_moved(value) > 0.5
+
+
+def _least_moved(value) -> float:
+    """The smallest fraction, over the pruned layers, of kept weights that changed (0 when nothing is kept)."""
     changed = [float((value["after"][n] != value["before"][n])[value["after"][n] != 0].float().mean())
                for n in value["ratios"] if bool((value["after"][n] != 0).any())]
-    return bool(changed) and min(changed) > 0.5
+    return min(changed) if changed else 0.0
+
+
+def _not_moved(value, what: str) -> str:
+    """Why the kept weights look untrained: none changed, or too few (weights that read a pruned channel get no
+    gradient: only weight decay moves them)."""
+    least = _least_moved(value)
+    if least == 0:
+        return f"the unpruned weights did not change: {what}"
+    return (f"in some layer only {least:.0%} of the unpruned weights changed: {what}, with the given lr and "
+            "weight_decay (a weight that reads a pruned channel gets no gradient; only weight decay moves it)")
 
 
 def _unchanged(value) -> bool:
@@ -416,7 +431,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
         checks.append((1, not late, f"{where}: in {', '.join(late)}, the pruned {unit} are not those your {function} "
                                     "picks from the weights OMP was given: prune them first, then retrain"))
         checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
-                      "the unpruned weights did not change: OMP must retrain after pruning")))
+                      _not_moved(value, "OMP must retrain after pruning"))))
         checks.append((1, trained == epochs, f"{where}, epochs={epochs}: it trained (training mode for every module, "
                                              f"gradients on) in {trained} pass(es) over train_loader: retrain for "
                                              "`epochs` epochs"))
@@ -469,7 +484,7 @@ def _method_checks(method: str, result, sparsity_type: str, iterations: int = 1,
                   + f": retrain for `epochs` epochs after each of the {iterations} rounds, each with the `lr` it is "
                     "given")))
     checks.append((1, _kept_moved(value), f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
-                  "the unpruned weights did not change: retrain after each round")))
+                  _not_moved(value, "retrain after each round"))))
     stale = _shrunk_but_kept(value, sparsity_type)
     checks.append((1, not stale, f"{where}: " + (GIVEN_MODEL_UNCHANGED if unchanged else
                   f"in {', '.join(stale)}, the {unit} that retraining had made the smallest were still kept at the end "
