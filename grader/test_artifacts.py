@@ -84,12 +84,34 @@ def overall_sparsity(model) -> float:
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
+RECORDED = ("file", "label", "method", "type", "sparsity", "accuracy", "iterations")  # what the file and log both say
+
+
 @pytest.mark.points(4)
-def test_model_files_follow_naming_pattern(model_files, artifacts, credit):
+def test_model_files_follow_naming_pattern(model_files, loaded_models, run_log, artifacts, credit):
+    """One file per label in the pattern; where main.py's metadata is in the file (older plain files have none), the
+    file holds the model main.py saved under that name, and run_log.json's entry for it says what the file says."""
+    logged = run_log.get("models") if isinstance(run_log.get("models"), dict) else {}
     for label in LABELS:
         exact = model_files[label]["exact"]
         credit.check(len(exact) == 1, f"{label}: expected exactly one file named {label}_<sparsity, 2 decimals>_acc_"
                                       f"<accuracy in percent, 2 decimals>.pt in {artifacts.name}/, found {len(exact)}")
+        loaded = loaded_models[label]
+        metadata = loaded.get("metadata") or {}
+        if "error" in loaded or not metadata.get("label"):
+            continue
+        name = loaded["path"].name
+        credit.check(metadata["label"] == label and metadata.get("file", name) == name,
+                     f"{name} holds the model main.py saved as {metadata.get('file')!r} ({metadata['label']}): hand in "
+                     "each model under the name main.py gave it (run the method that makes it)")
+        if "error" in run_log:  # a missing run log costs points where the log is graded, not here
+            continue
+        entry = logged.get(label)
+        differ = [key for key in RECORDED if key in metadata and isinstance(entry, dict) and entry.get(key) != metadata[key]]
+        credit.check(isinstance(entry, dict) and not differ,
+                     f"{label}: run_log.json's entry " + (f"differs from what {name} recorded when it was saved, in "
+                     f"{', '.join(differ)} ({', '.join(f'{entry.get(k)!r} vs {metadata[k]!r}' for k in differ[:2])})"
+                     if isinstance(entry, dict) else "is missing") + ": hand in the run log and the models of one run")
     credit.verify()
 
 
