@@ -76,6 +76,29 @@ def imp_logged_two_iterations(results: Path) -> None:
     log_path.write_text(json.dumps(log, indent=2))
 
 
+def omp_model_handed_in_as_imp(results: Path) -> None:
+    """The Omp_unstructured model copied over the Imp_unstructured file (same name pattern, the log's entry pointed
+    at it): the file's own metadata still says Omp_unstructured."""
+    omp, imp = _model_file(results, "Omp_unstructured"), _model_file(results, "Imp_unstructured")
+    forged = imp.with_name(omp.name.replace("Omp_", "Imp_"))
+    imp.unlink()
+    forged.write_bytes(omp.read_bytes())
+    log_path = results / "run_log.json"
+    log = json.loads(log_path.read_text())
+    log["models"]["Imp_unstructured"]["file"] = forged.name
+    _replace_link(log_path)
+    log_path.write_text(json.dumps(log, indent=2))
+
+
+def log_accuracies_edited(results: Path) -> None:
+    log_path = results / "run_log.json"
+    log = json.loads(log_path.read_text())
+    for entry in log["models"].values():
+        entry["accuracy"] = 95.0
+    _replace_link(log_path)
+    log_path.write_text(json.dumps(log, indent=2))
+
+
 def sparsity_target_missed(results: Path) -> None:
     """Omp_unstructured at about 0.75 overall (ratios not tuned), honestly named."""
     from hw2.checkpoint import load_checkpoint, save_checkpoint
@@ -265,6 +288,10 @@ MUTANTS = [
     # run outputs
     Mutant("name_sparsity_in_percent", "test_model_files_follow_naming_pattern", "Omp_unstructured_80_acc_...pt",
            artifacts=percent_sparsity_in_name),
+    Mutant("name_holds_another_model", "test_model_files_follow_naming_pattern",
+           "the OMP model copied under the IMP name", artifacts=omp_model_handed_in_as_imp),
+    Mutant("name_log_accuracies_edited", "test_model_files_follow_naming_pattern",
+           "run_log.json's accuracies edited by hand", artifacts=log_accuracies_edited),
     Mutant("name_accuracy_not_measured", "test_accuracy_in_file_name_is_measured",
            "file named with an accuracy that was not measured on the saved model", artifacts=dense_accuracy_in_name),
     Mutant("imp_log_two_iterations", "test_imp_log_has_at_least_three_iterations", "IMP run with 2 iterations",
