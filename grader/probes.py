@@ -1076,6 +1076,7 @@ def saved_figures(snapshot):
 
     saved = []
     originals = (Figure.savefig, FigureCanvasAgg.print_png)
+    inside_savefig = []  # savefig ends in print_png: one snapshot per save
 
     def take(figure):
         try:
@@ -1086,11 +1087,16 @@ def saved_figures(snapshot):
     @functools.wraps(originals[0])
     def savefig(figure, *args, **kwargs):  # plt.savefig and fig.savefig both end here
         take(figure)
-        return originals[0](figure, *args, **kwargs)
+        inside_savefig.append(True)
+        try:
+            return originals[0](figure, *args, **kwargs)
+        finally:
+            inside_savefig.pop()
 
     @functools.wraps(originals[1])  # the same signature: savefig passes a print method only the keywords it takes
     def print_png(canvas, *args, **kwargs):  # and a canvas written directly
-        take(canvas.figure)
+        if not inside_savefig:
+            take(canvas.figure)
         return originals[1](canvas, *args, **kwargs)
 
     Figure.savefig, FigureCanvasAgg.print_png = savefig, print_png

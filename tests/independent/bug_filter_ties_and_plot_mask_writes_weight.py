@@ -13,13 +13,7 @@ def filter_prune(tensor, sparsity):
     return keep.view(-1, *[1] * (tensor.dim() - 1)).expand_as(tensor).clone()
 
 
-def plot_mask(weight, out_path, title=""):
+def _mask_grid(weight):
     flat = weight.detach().reshape(weight.shape[0], -1)
     flat[flat != 0] = 1  # BUG: writes into the caller's weight
-    grid = flat.cpu().numpy().astype(int)
-    fig, ax = plt.subplots()
-    ax.matshow(grid, cmap="binary")
-    ax.set_title(title)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return grid
+    return flat.cpu().numpy().astype(int)

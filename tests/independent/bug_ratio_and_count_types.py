@@ -8,11 +8,5 @@ def _ratio(layer, value):
     return float(value)
 
 
-def test_sparsity(model, sparsity_type="unstructured"):
-    weights = prunable_weights(model)
-    layers = {n: float((w == 0).float().mean()) for n, w in weights.items()}
-    zeros = sum(int((w == 0).sum()) for w in weights.values())
-    report = {"overall": zeros / sum(w.numel() for w in weights.values()), "layers": layers}
-    if sparsity_type == "filter":
-        report["zero_filters"] = {n: (w.detach().reshape(len(w), -1) == 0).all(1).sum() for n, w in weights.items()}  # BUG
-    return report
+def _zero_filters(weight):
+    return (weight.detach().reshape(len(weight), -1) == 0).all(1).sum()  # BUG: a 0-d tensor, not an int

@@ -2,41 +2,12 @@
 # retrains every round under the first round's masks, so the weights later rounds prune grow back
 
 
-def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_loader, num_epochs, device,
-                   scheduler=None, progress=True):
-    handles = []
-    with torch.no_grad():
-        for name, mask in prune_masks.items():
-            leaf = _leaf(model, name)
-            mask = mask.to(leaf.device, leaf.dtype)
-            leaf.mul_(mask)
-            _forget_pruned_momentum(optimizer, leaf, mask)
-            handles.append(leaf.register_hook(lambda grad, mask=mask: grad * mask))  # no gradient, no movement
-    history = []
-    try:
-        for epoch in range(num_epochs):
-            model.train()
-            losses, hits, count = [], 0, 0
-            for x, y in train_loader:
-                out = model(x)
-                loss = loss_fn(out, y)
-                loss.backward()  # BUG: no optimizer.zero_grad(): every step adds all earlier gradients
-                optimizer.step()
-                if scheduler:
-                    scheduler.step()
-                losses.append(loss.item())
-                hits += (out.argmax(1) == y).sum().item()
-                count += len(y)
-            model.eval()
-            with torch.no_grad():
-                pairs = [(model(x).argmax(1) == y).sum().item() for x, y in test_loader]
-            total = sum(len(y) for _, y in test_loader)
-            history.append({"loss": float(np.mean(losses)), "accuracy": 100 * hits / count,
-                            "test_accuracy": 100 * sum(pairs) / total})
-    finally:
-        for handle in handles:
-            handle.remove()
-    return history
+def _train_step(model, optimizer, loss_fn, x, y):
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()  # BUG: no optimizer.zero_grad(): every step adds all earlier gradients
+    optimizer.step()
+    return out, loss
 
 
 def iterative_magnitude_prune(model, sparsity_type, prune_ratio_dict, *, iterations=3, train_loader, test_loader,

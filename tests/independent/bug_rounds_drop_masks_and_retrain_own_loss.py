@@ -3,42 +3,13 @@
 # cross-entropy and never calls the loss_fn it is given
 
 
-def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_loader, num_epochs, device,
-                   scheduler=None, progress=True):
-    handles = []
-    with torch.no_grad():
-        for name, mask in prune_masks.items():
-            leaf = _leaf(model, name)
-            mask = mask.to(leaf.device, leaf.dtype)
-            leaf.mul_(mask)
-            _forget_pruned_momentum(optimizer, leaf, mask)
-            handles.append(leaf.register_hook(lambda grad, mask=mask: grad * mask))  # no gradient, no movement
-    history = []
-    try:
-        for epoch in range(num_epochs):
-            model.train()
-            losses, hits, count = [], 0, 0
-            for x, y in train_loader:
-                out = model(x)
-                loss = nn.functional.cross_entropy(out, y)  # BUG: loss_fn is never used
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                if scheduler:
-                    scheduler.step()
-                losses.append(loss.item())
-                hits += (out.argmax(1) == y).sum().item()
-                count += len(y)
-            model.eval()
-            with torch.no_grad():
-                pairs = [(model(x).argmax(1) == y).sum().item() for x, y in test_loader]
-            total = sum(len(y) for _, y in test_loader)
-            history.append({"loss": float(np.mean(losses)), "accuracy": 100 * hits / count,
-                            "test_accuracy": 100 * sum(pairs) / total})
-    finally:
-        for handle in handles:
-            handle.remove()
-    return history
+def _train_step(model, optimizer, loss_fn, x, y):
+    out = model(x)
+    loss = nn.functional.cross_entropy(out, y)  # BUG: loss_fn is never used
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return out, loss
 
 
 def _one_round(model, kind, ratios, step, train_loader, test_loader, epochs, device, lr, weight_decay):

@@ -3,25 +3,12 @@
 # whose largest weight is below 1e-4
 
 
-def plot_mask(weight, out_path, title=""):
-    grid = (weight.detach().abs().cpu().numpy().reshape(weight.shape[0], -1) > np.finfo(np.float32).eps).astype(int)  # BUG
-    fig, ax = plt.subplots()
-    ax.matshow(grid, cmap="binary")
-    ax.set_title(title)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return grid
+def _mask_grid(weight):
+    return (weight.detach().abs().cpu().numpy().reshape(weight.shape[0], -1) > np.finfo(np.float32).eps).astype(int)  # BUG
 
 
-def test_sparsity(model, sparsity_type="unstructured"):
-    weights = prunable_weights(model)
-    layers = {n: float((w == 0).float().mean()) for n, w in weights.items()}
-    zeros = sum(int((w == 0).sum()) for w in weights.values())
-    report = {"overall": zeros / sum(w.numel() for w in weights.values()), "layers": layers}
-    if sparsity_type == "filter":
-        report["zero_filters"] = {n: int((w.detach().reshape(len(w), -1).norm(dim=1) < 1e-6).sum())  # BUG
-                                  for n, w in weights.items()}
-    return report
+def _zero_filters(weight):
+    return int((weight.detach().reshape(len(weight), -1).norm(dim=1) < 1e-6).sum())  # BUG
 
 
 def _slim_conv(layer, carried):

@@ -113,13 +113,17 @@ def apply_pruning(model, sparsity_type, prune_ratio_dict):
     return masks
 
 
+def _zero_filters(weight):
+    return int((weight.reshape(len(weight), -1) == 0).all(1).sum())
+
+
 def test_sparsity(model, sparsity_type="unstructured"):
     weights = prunable_weights(model)
     layers = {n: float((w == 0).float().mean()) for n, w in weights.items()}
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     report = {"overall": zeros / sum(w.numel() for w in weights.values()), "layers": layers}
     if sparsity_type == "filter":
-        report["zero_filters"] = {n: int((w.reshape(len(w), -1) == 0).all(1).sum()) for n, w in weights.items()}
+        report["zero_filters"] = {n: _zero_filters(w) for n, w in weights.items()}
     print("\n".join(f"{n}: {s:.2%}" for n, s in layers.items()), f"\noverall: {report['overall']:.2%}")
     return report
 
@@ -130,6 +134,15 @@ def _forget_pruned_momentum(optimizer, leaf, mask):
     for value in optimizer.state.get(leaf, {}).values():
         if isinstance(value, torch.Tensor) and value.shape == leaf.shape:
             value.mul_(mask)
+
+
+def _train_step(model, optimizer, loss_fn, x, y):
+    out = model(x)
+    loss = loss_fn(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return out, loss
 
 
 def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_loader, num_epochs, device,
@@ -148,11 +161,7 @@ def masked_retrain(model, prune_masks, optimizer, loss_fn, train_loader, test_lo
             model.train()
             losses, hits, count = [], 0, 0
             for x, y in train_loader:
-                out = model(x)
-                loss = loss_fn(out, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                out, loss = _train_step(model, optimizer, loss_fn, x, y)
                 if scheduler:
                     scheduler.step()
                 losses.append(loss.item())
@@ -247,8 +256,12 @@ def plot_sparsity_vs_accuracy(records, out_path, dense_accuracy=None, title=""):
     return out
 
 
+def _mask_grid(weight):
+    return np.where(weight.detach().cpu().numpy().reshape(weight.shape[0], -1) != 0, 1, 0)
+
+
 def plot_mask(weight, out_path, title=""):
-    grid = np.where(weight.detach().cpu().numpy().reshape(weight.shape[0], -1) != 0, 1, 0)
+    grid = _mask_grid(weight)
     fig, ax = plt.subplots()
     ax.matshow(grid, cmap="binary")
     ax.set_title(title)
