@@ -654,9 +654,8 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             model.register_forward_pre_hook(shrinker)
             held = register_optimizer_step_post_hook(
                 lambda optimizer, args, kwargs: shrinker.hold(model))
-        peak_lr: dict[int, float] = {}  # training pass -> the largest learning rate a torch.optim step used in it
         rates_seen: list[tuple[int, float]] = []  # (training pass, learning rate) of every torch.optim step
-        noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, peak_lr, rates_seen, recorder))
+        noted = register_optimizer_step_pre_hook(functools.partial(_note_lr, rates_seen, recorder))
         common = dict(train_loader=train_loader, test_loader=test_loader, epochs=epochs, device=DEVICE)
         if lr is not None:
             common["lr"] = lr
@@ -677,7 +676,7 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
         from hw2.train import LABEL_SMOOTHING
         result["expected_label_smoothing"] = float(LABEL_SMOOTHING)
         if method == "imp":
-            result["peak_lr"] = [peak_lr.get(p) for p in trained]
+            result["peak_lr"] = [max(rates) if rates else None for rates in result["lr_by_pass"]]  # per pass
         if logs:
             result["accuracy_passes"] = watch.passes
         if shrinker is not None:
@@ -695,12 +694,10 @@ def prune_method(method: str, sparsity_type: str, iterations: int = 3, epochs: i
             noted.remove()
 
 
-def _note_lr(peak_lr: dict, rates_seen: list, recorder: "TrainingRecorder", optimizer, args, kwargs) -> None:
-    """Before a torch.optim step: the largest learning rate of its groups, kept per training pass (its peak) and
-    step by step (pass, rate)."""
+def _note_lr(rates_seen: list, recorder: "TrainingRecorder", optimizer, args, kwargs) -> None:
+    """Before a torch.optim step: the largest learning rate of its groups, with the training pass it is in."""
     rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
     if rates:
-        peak_lr[recorder.passes] = max(peak_lr.get(recorder.passes, 0.0), *rates)
         rates_seen.append((recorder.passes, max(rates)))
 
 
