@@ -81,17 +81,21 @@ def grade_submission(submission: Path, results_path: Path, *, timeout: float = 1
     with tempfile.TemporaryDirectory(prefix="hw2-batch-") as tmp:
         grader_root = write_bundle(Path(tmp) / "bundle", root) if isolate else root
         log_path = Path(tmp) / "pytest.log"
+        data = [] if any(a == "--data-dir" or a.startswith("--data-dir=") for a in pytest_args) or \
+            not (root / "data" / "cifar-10-batches-py").is_dir() else ["--data-dir", str(root / "data")]  # the bundle has none
         command = [sys.executable, "-m", "pytest", str(grader_root / "grader"), "-p", "no:cacheprovider", "-q",
                    "--submission", str(submission), "--results", str(results_path),
-                   "--basetemp", str(Path(tmp) / "basetemp"), *pytest_args]
+                   "--basetemp", str(Path(tmp) / "basetemp"), *data, *pytest_args]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, cwd=grader_root, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             try:
-                process.wait(timeout=timeout)
-                status = "graded"
+                code = process.wait(timeout=timeout)
+                # 0 / 1: every test ran (some failed). Anything else (killed by a signal, interrupted) means pytest
+                # never finished its own results.json, so whatever file is there is not the grader's: discard it.
+                status = "graded" if code in (0, 1) else "error"
             except subprocess.TimeoutExpired:
-                status = "timeout"
+                code, status = None, "timeout"
             finally:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)  # the pytest process and anything it left behind
@@ -107,7 +111,8 @@ def grade_submission(submission: Path, results_path: Path, *, timeout: float = 1
             status = "error"
     if results is None:
         reason = (f"grading took longer than {timeout:.0f} s and was stopped" if status == "timeout"
-                  else "the grader stopped before writing results (see the log tail)")
+                  else f"the grader stopped before finishing its results (pytest exit status {code}; see the log "
+                       "tail)" if code not in (0, 1) else "the grader stopped before writing results (see the log tail)")
         results = {"score": 0.0, "output": f"Not graded: {reason}.\n{tail}", "tests": []}
         results_path.write_text(json.dumps(results, indent=2))
     return GradeRun(submission.name, status, results, time.perf_counter() - start, tail, answers_summary(submission))

@@ -52,7 +52,8 @@ def pytest_addoption(parser):
                     help="folder with the submission's run outputs (default: SUBMISSION/results, where main.py writes)")
     group.addoption("--results", type=Path, default=None, help="write Gradescope results.json here")
     group.addoption("--data-dir", type=Path, default=None,
-                    help="CIFAR-10 folder for re-measuring accuracies (default: SUBMISSION/data, then the grader's data/)")
+                    help="CIFAR-10 folder for re-measuring accuracies (default: the grader's data/; never the submission's: "
+                         "its files are the student's, and reading them would unpickle them in the grader)")
     group.addoption("--dataset", default="cifar10",
                     help="data set the models must have been evaluated on, per run_log.json (default: %(default)s; "
                          "'synthetic' for smoke runs)")
@@ -240,13 +241,10 @@ def artifacts(pytestconfig, submission) -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_dir(pytestconfig, submission) -> Path | None:
+def data_dir(pytestconfig) -> Path | None:
     given = pytestconfig.getoption("--data-dir")
-    candidates = [given] if given else [submission / "data", GRADER_ROOT / "data"]
-    for candidate in candidates:
-        if (Path(candidate) / "cifar-10-batches-py" / "test_batch").is_file():
-            return Path(candidate)
-    return None
+    candidate = Path(given) if given else GRADER_ROOT / "data"  # never the submission's data/ (see --data-dir)
+    return candidate if (candidate / "cifar-10-batches-py" / "test_batch").is_file() else None
 
 
 @pytest.fixture(scope="session")

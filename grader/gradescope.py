@@ -46,9 +46,11 @@ mkdir -p "$AG/results"
 "$AG/venv/bin/python" -m pytest grader/ -p no:cacheprovider -q \\
     --submission "$AG/submission" --results "$AG/results/results.json" \\
     --data-dir "$AG/source/data" {extra}
-# pytest writes results.json itself, after every test; this only covers a grader that could not start.
-if [ ! -s "$AG/results/results.json" ]; then
-    echo '{{"score": 0, "output": "The autograder could not start; please tell the course staff.", "tests": []}}' \\
+status=$?
+# pytest writes results.json itself, after every test. Exit status 0 or 1: every test ran. Anything else (it
+# could not start, or was killed before it finished): whatever file is there is not the grader's.
+if [ ! -s "$AG/results/results.json" ] || {{ [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; }}; then
+    printf '{{"score": 0, "output": "The autograder did not finish (pytest exit status %s); please tell the course staff.", "tests": []}}\\n' "$status" \\
         > "$AG/results/results.json"
 fi
 """

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 
 GRADER = "grader"
+RELEASE_INIT = ('"""HW2\'s public checks: ``pytest grader/`` runs the visible tests of the course\'s autograder on your '
+                'work."""\n')
 HARNESS = ("__init__.py", "conftest.py", "sandbox.py", "probes.py")  # always released: pytest and the sandbox load them
 PROBE_TABLE = "PROBES"  # in probes.py: probe name -> function; the sandbox runs probes by name
 PROBE_MODULE_ROOTS = ("MEMORY_LIMIT",)  # probes.py names the sandbox sets or reads
@@ -297,6 +299,7 @@ def release_grader(root: Path) -> dict[str, str]:
             lines = text.splitlines(keepends=True)
             text = "".join(lines[:docstring_end]) + GENERATED_NOTE + "".join(lines[docstring_end:])
         files[f"{GRADER}/{name}"] = text
+    files[f"{GRADER}/__init__.py"] = RELEASE_INIT  # the staff package's docstring names tools the release lacks
     problems = ranking_calls(files)
     if problems:
         raise ValueError("the release's grader would still rank weights (code a student could paste into a mask "

@@ -39,6 +39,11 @@ EXCLUDED_TOP = {".git", SOLUTION_DIR, "results", "data", ".data", ".venv", "venv
 # Also left out of the student release: the project's own tests (the mutants are edits of the reference),
 # CI, and the tools that need the reference.  Its grader/ is written by grader.public_checks (public checks only).
 STAFF_ONLY = {"tests", ".ci", "run_reference.sh", "benchmarks/grade_time.py"}
+# Logs of real runs left out of the release too: the grading benchmarks (staff tools), and every log that names
+# VGG13's layers or the reference's files, since those hold the reference's layer-wise ratios (the run logs and
+# their layer tables, the ratio comparisons).
+STAFF_LOGS = re.compile(r"^grade_")
+REFERENCE_RATIOS = re.compile(r"features\.\d+\.weight|solution/")
 # The student release's README: this title, then README.md's "For students" section with its ### headings
 # raised to ##, then these other ## sections of README.md.
 STUDENT_TITLE = "# HW2: pruning VGG13 on CIFAR-10"
@@ -192,6 +197,13 @@ def init_release_repository(dest: Path) -> str | None:
     return _git(["rev-parse", "HEAD"], dest, env)
 
 
+def _staff_log(root: Path, rel: Path) -> bool:
+    """A file of ``results_logs/`` the release leaves out (``STAFF_LOGS``, ``REFERENCE_RATIOS``)."""
+    if rel.parts[0] != "results_logs":
+        return False
+    return bool(STAFF_LOGS.match(rel.name) or REFERENCE_RATIOS.search((root / rel).read_text(errors="ignore")))
+
+
 def export_student(dest: Path, root: Path = REPO_ROOT, repository: bool = True) -> Path:
     """Write the student release (stubs checked up to date first): no ``solution/``, no ``STAFF_ONLY`` files,
     the public checks as its ``grader/``, a student README, ``results/`` not git-ignored (it is handed in),
@@ -205,7 +217,8 @@ def export_student(dest: Path, root: Path = REPO_ROOT, repository: bool = True) 
     grader_files = release_grader(root)  # before anything is written: it refuses a grader that would leak
     dest = _prepare_destination(dest, root)
     for rel in project_files(root):
-        if rel.parts[0] in STAFF_ONLY or rel.as_posix() in STAFF_ONLY or rel.parts[0] == "grader":
+        if rel.parts[0] in STAFF_ONLY or rel.as_posix() in STAFF_ONLY or rel.parts[0] == "grader" or \
+                _staff_log(root, rel):
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dest / rel)
@@ -219,7 +232,9 @@ def export_student(dest: Path, root: Path = REPO_ROOT, repository: bool = True) 
         gitignore.write_text("".join(line for line in gitignore.read_text().splitlines(keepends=True)
                                      if line.strip() != "/results/"))
     if ini.is_file():
-        ini.write_text(re.sub(r"^testpaths = .*$", "testpaths = grader", ini.read_text(), flags=re.MULTILINE))
+        text = re.sub(r"^testpaths = .*$", "testpaths = grader", ini.read_text(), flags=re.MULTILINE)
+        ini.write_text(re.sub(r"^# `python -m pytest` runs .*$", "# `pytest` (or `pytest grader/`) runs the public "
+                              "checks on your work.", text, flags=re.MULTILINE))
     if repository:
         init_release_repository(dest)
     return dest

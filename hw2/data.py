@@ -51,11 +51,29 @@ class ImageData:
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10
 # ---------------------------------------------------------------------------------------------
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, bytes, numpy arrays) and nothing else: a pickle may name
+    any callable, and a batch file that does is refused instead of run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # how protocol 2 stores bytes
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _read_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for name in names:
         with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            try:
+                entry = _BatchUnpickler(f, encoding="latin1").load()
+            except pickle.UnpicklingError as exc:
+                raise DataError(f"{folder / name} is not a CIFAR-10 batch file ({exc}); delete {folder} and run "
+                                "again to download a fresh copy") from None
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)

@@ -96,3 +96,32 @@ def test_reads_the_cifar10_jpeg_copy_whose_md5_differs_from_the_official(tmp_pat
     assert torch.bincount(data.test_labels).tolist() == [1000] * 10
     mean = data.train_images[:5000].float().div(255).mean(dim=(0, 2, 3))
     assert torch.allclose(mean, torch.tensor(data.mean), atol=0.01)
+
+
+class _RunsCode:
+    """A pickle that calls a function when loaded (here: writes a file), as a hostile batch file could."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_batch_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    honest = {"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        (folder / name).write_bytes(pickle.dumps(honest, protocol=2))
+    marker = tmp_path / "ran"
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": _RunsCode(marker), "labels": [0]}))
+    with pytest.raises(DataError, match="not a CIFAR-10 batch file"):
+        load_cifar10(tmp_path, download=False)
+    assert not marker.exists()
+    (folder / "test_batch").write_bytes(pickle.dumps(honest))  # the same layout, honest: read
+    assert len(load_cifar10(tmp_path, download=False).test_labels) == 2

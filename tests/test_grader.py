@@ -401,6 +401,48 @@ def test_misbehaving_submission_gets_complete_results_with_reasons():
     assert tests["test_plot_sparsity_vs_accuracy_draws_one_point_per_model"]["score"] == 2
 
 
+FORGING_FUNCTIONS = '''
+
+# --- the reference, plus a forged results.json and the grading pytest killed before it can write its own ---
+import os as _os
+import signal as _signal
+from pathlib import Path as _Path
+
+
+def read_prune_ratios_from_yaml(file_name, model):
+    pid = _os.getpid()
+    for _ in range(8):
+        try:
+            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+        except (OSError, ValueError, IndexError):
+            break
+        if b"--results" in args:
+            try:
+                _Path(args[args.index(b"--results") + 1].decode()).write_text(
+                    '{"score": 12345, "output": "forged", "tests": []}')
+                _os.kill(pid, _signal.SIGKILL)
+            except OSError:
+                pass  # as root, student code runs unprivileged: neither is allowed
+    return {}
+'''
+
+
+@pytest.mark.slow
+def test_a_submission_that_kills_the_grader_after_forging_results_gets_no_score(tmp_path):
+    submission = tmp_path / "forger"
+    shutil.copytree(reference_submission() / "hw2", submission / "hw2")
+    pruning = submission / "hw2" / "pruning.py"
+    pruning.write_text(pruning.read_text() + FORGING_FUNCTIONS)
+    results_path = tmp_path / "results" / "results.json"
+    run = grade_submission(submission, results_path, timeout=300, isolate=True,
+                           pytest_args=[*GRADE_ARGS, "-k", "read_prune_ratios"])
+    results = json.loads(results_path.read_text())
+    assert results["score"] != 12345 and "forged" not in results["output"], results
+    if not DROPS_PRIVILEGES:  # the kill went through: the run is reported as not graded, saying why
+        assert run.status == "error" and "exit status -9" in results["output"], results["output"][:500]
+
+
 @pytest.mark.slow
 def test_batch_grades_every_submission_into_a_gradebook(tmp_path):
     submissions = tmp_path / "submissions"

@@ -76,6 +76,34 @@ def test_retrain_with_plain_weights_earns_the_plain_model_share_and_a_crash_cost
     assert "set to zero by the grader" not in output
 
 
+PLAIN_APPLY = '''
+def apply_pruning(model, sparsity_type, prune_ratio_dict):
+    params = dict(model.named_parameters())
+    prune = unstructured_prune if sparsity_type == "unstructured" else filter_prune
+    masks = {}
+    for name, ratio in prune_ratio_dict.items():
+        weight = params[name]
+        mask = prune(weight.detach(), ratio).to(weight.dtype)
+        with torch.no_grad():
+            weight.mul_(mask)  # plain weights: no hooks attached
+            if sparsity_type == "filter" and name.startswith("features."):
+                batchnorm = model.features[int(name.split(".")[1]) + 1]
+                alive = mask.reshape(mask.shape[0], -1).any(dim=1).to(weight.dtype)
+                batchnorm.weight.mul_(alive)
+                batchnorm.bias.mul_(alive)
+        masks[name] = mask
+    return masks
+'''
+
+
+def test_retrain_with_plain_weights_is_not_marked_down_on_hooks_its_own_apply_pruning_never_attaches(tmp_path):
+    results = grade(PLAIN_APPLY + PLAIN_RETRAIN, [RETRAIN, APPLY], tmp_path)
+    assert full(results[APPLY]), results[APPLY]
+    score, points, output = results[RETRAIN]
+    assert score == points, output
+    assert "KeyError" in output and "not marked down" in output  # the hooked state's error is still shown
+
+
 RAISES_ON_2D = '''
 _filter_prune_4d = filter_prune
 

@@ -155,3 +155,19 @@ def test_train_cli_records_precision_and_float32_accuracy_and_removes_its_state(
     assert not out.with_suffix(".state.pt").exists(), "a finished run leaves no resumable state behind"
     import hashlib
     assert log["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_evaluate_measures_in_float32_unless_told_otherwise():
+    """Every logged accuracy (a student's masked_retrain calls evaluate plainly) is float32 under bf16 training;
+    exact=False is the opt-in fast path (bf16 autocast) for ranking candidates."""
+    set_precision("bf16")
+    data = make_synthetic(seed=0)
+    _, test_loader = make_loaders(data, 64, "cpu")
+    model = prepare_model(build_model("vgg13", num_classes=10, widths=NARROW), "cpu")
+    seen = []
+    model.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    evaluate(model, test_loader, "cpu")
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    evaluate(model, test_loader, "cpu", exact=False)
+    assert set(seen) == {torch.bfloat16}

@@ -91,7 +91,7 @@ def test_pruning_ratios_split_structured_from_unstructured():
     assert p_s == pytest.approx(0.25 * conv / total) and p_u == 0.0
 
 
-def test_efficiency_score_is_the_issue_formula():
+def test_efficiency_score_is_the_lab_formula():
     assert report.efficiency_score(0.0, 0.0, 5.6e6, 2.8e8) == pytest.approx(2.0)
     assert report.efficiency_score(0.2, 0.3, 5.6e6, 2.8e8) == pytest.approx(0.5 + 0.8)
     assert report.efficiency_score(0.0, 0.0, 5.6e6, 2.8e8, weight_bits=8, act_bits=16) == pytest.approx(0.25 + 0.5)

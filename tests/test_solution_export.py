@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from grader import solution
 from grader.solution import REPO_ROOT
@@ -327,3 +328,35 @@ def test_public_checks_fail_every_stub_with_a_message_naming_what_to_do(tmp_path
         if test["file"] == "test_functions.py":  # student code: each check names the function to write
             assert "NotImplementedError" in output and "write it in hw2/pruning.py" in output, (name, output)
     assert "run_log.json is missing" in tests["test_imp_log_has_at_least_three_iterations"]["output"]
+
+
+def _ratio_after(name: str, line: str) -> float | None:
+    """The first decimal number after ``name`` on ``line`` (a YAML/JSON value, or a layer table's sparsity)."""
+    at = line.find(name)
+    number = re.search(r"(?<![\d,])\d+\.\d+", line[at + len(name):]) if at >= 0 else None
+    return float(number.group()) if number else None
+
+
+def test_student_release_holds_no_reference_ratio_set(release):
+    """The reference's layer-wise ratios are an answer: no release file (a run log, a layer table) may hold them."""
+    for config in sorted((REPO_ROOT / solution.SOLUTION_DIR / "configs").glob("*.yaml")):
+        ratios = {name: r for name, r in yaml.safe_load(config.read_text())["prune_ratios"].items() if r}
+        assert len(ratios) >= 4, config
+        for path, text in text_files(release).items():
+            lines = text.splitlines()
+            found = [name for name, r in ratios.items()
+                     if any(_ratio_after(name, line) is not None and abs(_ratio_after(name, line) - r) < 5e-5
+                            for line in lines)]
+            assert len(found) < len(ratios) / 2, f"{path.relative_to(release)} holds {config.name}'s ratios: {found}"
+    assert not list((release / "results_logs").glob("grade_*")), "the grading benchmarks' logs are staff-only"
+
+
+def test_no_student_release_file_speaks_of_staff_files_or_how_the_project_was_built(release):
+    staff_words = ("tests/", "../shared", ".ci/", "solution/", "run_reference.sh", "grade_time.py", "mutant")
+    said = {p.relative_to(release).as_posix(): [w for w in staff_words if w in text.lower()]
+            for p, text in text_files(release).items() if p.suffix != ".png"}
+    said = {path: words for path, words in said.items() if words}
+    assert not said, f"release files naming staff-only things: {said}"
+    numbered = [p.relative_to(release).as_posix() for p, text in text_files(release).items()
+                if re.search(r"\bissue \d|issue #", text.lower())]
+    assert not numbered, f"release files citing issue numbers: {numbered}"

@@ -405,7 +405,7 @@ def _run_tests(probe, workdir: Path, only) -> dict:
         available = {"probe": probe, "credit": credit, "probe_dir": str(workdir / name)}
         try:
             function(**{p: available[p] for p in inspect.signature(function).parameters})
-            results[name] = (points, points, "")
+            results[name] = (points, points, "\n".join(credit.notes))  # the notes, as grader/conftest.py shows them
         except GradeFailure as failure:  # partial credit, as grader/conftest.py gives it
             results[name] = (round(points * credit.fraction, 2), points, str(failure))
     return results
