@@ -122,3 +122,17 @@ def test_models_altered_after_the_run_are_flagged_by_label_and_layer():
                f"{ALTERED['filter_yaml']}" in output
     assert "Imp_unstructured" not in output and "Omp_filter, " not in output
     assert "worth no points" in output
+
+
+def test_an_imp_first_round_that_prunes_nothing_cannot_pass_for_checked():
+    from grader.test_provenance import round_one_ratios
+
+    targets = {"features.0.weight": 0.0, "features.3.weight": 0.5, "features.7.weight": 0.8}
+    honest = {"ratios": targets, "steps": [{"ratios": {"features.0.weight": 0.0, "features.3.weight": 0.2,
+                                                       "features.7.weight": 0.4}}]}
+    assert round_one_ratios("Imp_unstructured", honest) == honest["steps"][0]["ratios"]
+    idle = {"ratios": targets, "steps": [{"ratios": {name: 0.0 for name in targets}}]}
+    assert "leave features.3.weight, features.7.weight unpruned" in round_one_ratios("Imp_unstructured", idle)
+    past = {"ratios": targets, "steps": [{"ratios": {**honest["steps"][0]["ratios"], "features.3.weight": 0.6}}]}
+    assert "pass the targets of features.3.weight" in round_one_ratios("Imp_unstructured", past)
+    assert isinstance(round_one_ratios("Omp_unstructured", {"ratios": targets, "steps": [{"ratios": targets}]}), dict)
