@@ -162,3 +162,13 @@ def test_an_unknown_sandbox_user_is_a_one_line_usage_error():
                           "no-such-user-hw2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 4
     assert "the sandbox user 'no-such-user-hw2' does not exist" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_system_without_fork_gets_one_line_pointing_to_wsl(tmp_path):
+    """As on Windows: no os.fork.  A sitecustomize removes it before pytest starts."""
+    (tmp_path / "sitecustomize.py").write_text("import os\ndel os.fork\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    run = subprocess.run([sys.executable, "-m", "pytest", "grader/", "-p", "no:cacheprovider", "--public"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "WSL" in run.stderr and "Traceback" not in run.stderr
