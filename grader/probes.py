@@ -219,6 +219,8 @@ YAML_REJECTIONS = {
                        "hw2:\n  prune_ratios:\n    features.0.weight: 0.5\n"),
     "grouped_layers": ("layers grouped under a name that is not a layer",
                        "prune_ratios:\n  early:\n    features.0.weight: 0.5\n"),
+    "split_names": ("a layer name split into nested keys (features: {0.weight: ...}; names are flat)",
+                    "prune_ratios:\n  features:\n    0.weight: 0.5\n"),
     "malformed": ("malformed YAML", "prune_ratios:\n  features.0.weight: 0.5\n   features.3.weight: [0.5\n"),
     "malformed_indent": ("malformed YAML (a line indented less than the one before: a parser error, not a scanner "
                          "error)", "prune_ratios:\n  features.0.weight: 0.5\n features.3.weight: 0.5\n"),
@@ -1050,6 +1052,9 @@ def plot_mask(workdir: str) -> dict:
     wide[wide.abs() < 0.8] = 0
     wide[5] = 0
     cases["wide"] = (wide, "mask_wide.png", "features.24.weight")
+    # a layer with ratio 0 keeps every weight: drawn all in the kept colour (a colour map scaled to the image's own
+    # range would draw it all in the pruned one)
+    cases["dense"] = (torch.randn(4, 2, 3, 3, generator=gen).abs() + 0.1, "mask_dense.png", "features.3.weight")
     results = {}
     for key, (tensor, file_name, title) in cases.items():
         path = str(Path(workdir) / file_name)

@@ -795,9 +795,10 @@ def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
 def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
     value = credit.require(probe("plot_mask", SHORT, workdir=probe_dir), "plot_mask")
     changed = []
-    for label, case, judge_figure in (("conv weight (6, 4, 3, 3)", value, True),
-                                      ("linear weight (5, 7)", value["linear"], True),
-                                      ("conv weight (8, 256, 3, 3), 2304 columns", value["wide"], False)):
+    cases = (("conv weight (6, 4, 3, 3)", value, True), ("linear weight (5, 7)", value["linear"], True),
+             ("conv weight (8, 256, 3, 3), 2304 columns", value["wide"], False),
+             ("conv weight (4, 2, 3, 3) with every weight kept", value["dense"], True))
+    for label, case, judge_figure in cases:
         weight = case["weight"]
         if not case["input_unchanged"]:
             changed.append(label)
@@ -812,9 +813,14 @@ def test_plot_mask_image_is_one_row_per_filter(probe, probe_dir, credit):
                      f"{label}: the image must be 1 where the weight is kept and 0 where pruned, row by row")
         if judge_figure:
             problem = _mask_figure_problem(case.get("drawn"), expected)
+            if problem is None and bool(expected.all()):  # a hint, not a deduction: imshow's default scaling is common
+                hint = _dense_colour_problem(case.get("drawn"), value.get("drawn"),
+                                             (value["weight"] != 0).reshape(value["weight"].shape[0], -1))
+                if hint:
+                    credit.note(f"{label}: {hint} (not marked down)")
             credit.check(problem is None, f"{label}: the saved figure must show the mask, one row per filter, one "
                                           f"colour for kept and another for pruned: {problem}")
-    if any("raised" not in case for case in (value, value["linear"], value["wide"])):  # else nothing to judge
+    if any("raised" not in case for _, case, _ in cases):  # else nothing to judge
         credit.check(not changed, f"plot_mask must leave the weight it is given unchanged; it changed the "
                                   f"{' and the '.join(changed)}")
     credit.check(is_png(value["path"]), "plot_mask must write a valid PNG to out_path")
@@ -854,6 +860,35 @@ def _mask_figure_problem(drawn: dict | None, expected: torch.Tensor) -> str | No
     if tuple(expected.shape) in shapes:
         return "its image of the right shape does not colour the kept and the pruned entries apart"
     return f"its images have shapes {', '.join(map(str, shapes))}, not {(rows, cols)}"
+
+
+def _kept_colours(drawn: dict | None, expected: torch.Tensor) -> list[torch.Tensor]:
+    """The kept entries' colour of each image in ``drawn`` that colours ``expected`` apart (see _mask_figure_problem)."""
+    colours = []
+    for rgba in (drawn or {}).get("images", []):
+        if tuple(rgba.shape[:2]) != tuple(expected.shape):
+            continue
+        for keep in (expected, expected.flip(0)):
+            kept, pruned = rgba[keep].unique(dim=0), rgba[~keep].unique(dim=0)
+            if len(kept) == 1 and len(pruned) == 1 and not torch.equal(kept, pruned):
+                colours.append(kept[0])
+    return colours
+
+
+def _dense_colour_problem(drawn: dict | None, mixed: dict | None, mixed_expected: torch.Tensor) -> str | None:
+    """For a layer that keeps everything: None when its image is drawn in the colour that the first figure (kept and
+    pruned entries) gives the kept ones, or when that cannot be told (marker points, a figure not judged)."""
+    kept = _kept_colours(mixed, mixed_expected)
+    if not kept or drawn is None or "unreadable" in drawn:
+        return None
+    for rgba in drawn["images"]:
+        colours = rgba.reshape(-1, rgba.shape[-1]).unique(dim=0)
+        if len(colours) == 1 and any(torch.allclose(colours[0], colour, atol=1e-3) for colour in kept):
+            return None
+    if not drawn["images"]:
+        return None  # drawn with markers: _mask_figure_problem judged the points
+    return ("every entry is kept, but it is not drawn in the colour the first figure gives kept entries (a colour "
+            "map scaled to the image's own range draws an all-kept mask in the pruned colour: pass vmin=0, vmax=1)")
 
 
 def _drawn_at(points: list, sparsity: float, accuracy: float, ys: float) -> bool:

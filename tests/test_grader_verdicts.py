@@ -25,6 +25,7 @@ UNSTRUCTURED_COUNT = "test_unstructured_prune_mask_shape_and_count"
 UNSTRUCTURED_RANK = "test_unstructured_prune_removes_smallest_magnitudes"
 APPLY = "test_apply_pruning_masks_each_layer_to_its_own_ratio"
 COMPACT = "test_prune_channels_gives_smaller_model_with_same_outputs"
+MASK = "test_plot_mask_image_is_one_row_per_filter"
 YAML = "test_read_prune_ratios_from_yaml_returns_mapping_and_rejects_bad_files"
 OMP = "test_oneshot_prunes_once_to_target_and_retrains"
 IMP = "test_iterative_prunes_in_at_least_three_rounds_landing_on_target"
@@ -102,6 +103,23 @@ def test_retrain_with_plain_weights_is_not_marked_down_on_hooks_its_own_apply_pr
     score, points, output = results[RETRAIN]
     assert score == points, output
     assert "KeyError" in output and "not marked down" in output  # the hooked state's error is still shown
+
+
+MASK_WITHOUT_RANGE = '''
+def plot_mask(weight, out_path, title=""):
+    image = (weight.detach() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()
+    fig, ax = plt.subplots()
+    ax.imshow(image, cmap="gray")  # no vmin/vmax: an all-ones image is drawn in the colour of 0
+    fig.savefig(out_path)
+    plt.close(fig)
+    return image
+'''
+
+
+def test_a_mask_colour_map_scaled_to_each_image_is_noted_not_marked_down(tmp_path):
+    score, points, output = grade(MASK_WITHOUT_RANGE, [MASK], tmp_path)[MASK]
+    assert score == points, output
+    assert "every weight kept" in output and "vmin=0, vmax=1" in output and "not marked down" in output
 
 
 RAISES_ON_2D = '''

@@ -569,7 +569,7 @@ def plot_mask(weight: torch.Tensor, out_path: str | Path, title: str = "") -> np
         weight is kept (nonzero) and 0 where pruned; one row per filter.  Two
         colours only (colour-blind safe): kept vs pruned.
 
-    Graded: for a small conv weight, a Linear weight and a conv weight of 2304 columns, the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; for the first two, the figure as it is when saved shows that image (imshow, matshow, pcolormesh or spy; one colour for kept, another for pruned; row 0 at the top or the bottom); the weight is left unchanged; a valid PNG is written to out_path.
+    Graded: for a small conv weight, a Linear weight, a conv weight of 2304 columns and a conv weight with no zeros, the returned image has shape (C_out, C_in*kH*kW), values in {0, 1}, and matches (weight != 0) row by row; for all but the wide one, the figure as it is when saved shows that image (imshow, matshow, pcolormesh or spy; one colour for kept, another for pruned; a layer that keeps everything, drawn in another colour than the kept entries elsewhere, is only noted; row 0 at the top or the bottom); the weight is left unchanged; a valid PNG is written to out_path.
     """
     # BEGIN SOLUTION
     image = (weight.detach().cpu() != 0).reshape(weight.shape[0], -1).to(torch.uint8).numpy()
