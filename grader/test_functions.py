@@ -219,7 +219,8 @@ def test_apply_pruning_filter_also_masks_batchnorm(probe, credit):
     value = credit.require(result, "apply_pruning")
     if "raised" in value:
         credit.fail(f"apply_pruning raised {value['raised']} on filter pruning: {value['message']}")
-    judged = 0
+    judged, unmasked = 0, []
+    masks = value["value"] if isinstance(value["value"], dict) else {}
     for name in TINY_FILTER_RATIOS:
         dead = (value["after"][name].flatten(1) == 0).all(dim=1)
         if not bool(dead.any()):
@@ -229,6 +230,17 @@ def test_apply_pruning_filter_also_masks_batchnorm(probe, credit):
         credit.check(bool((bn["weight"][dead] == 0).all() and (bn["bias"][dead] == 0).all()),
                      f"{name}: the BatchNorm after it must have weight and bias 0 on each pruned filter's channel "
                      "(otherwise its shift keeps the channel alive)")
+        index = int(name.split(".")[1]) + 1
+        for bn_name in (f"features.{index}.weight", f"features.{index}.bias"):
+            mask = masks.get(bn_name)
+            if not (isinstance(mask, torch.Tensor) and mask.numel() == dead.numel()
+                    and torch.equal(mask.reshape(-1) == 0, dead)):
+                unmasked.append(bn_name)
+    if judged:
+        credit.check(not unmasked, f"the returned dict has no mask (0 on the pruned filters' channels) for "
+                                   f"{', '.join(unmasked[:4])}{' ...' if len(unmasked) > 4 else ''}: masked_retrain "
+                                   "needs them to keep those channels at 0 (an optimizer with momentum moves them "
+                                   "back otherwise)")
     if not judged:
         credit.fail(f"filter pruning of {TINY} left no all-zero filter, so no BatchNorm channel could be checked")
     credit.verify()

@@ -279,6 +279,8 @@ WRONG = [
     Independent("yaml_flattens_groups", "flattens layers grouped under a name", "careful_numerics", T["yaml"]),
     Independent("yaml_nan_accepted", "v < 0 or v >= 1 lets .nan through", "careful_numerics", T["yaml"]),
     Independent("yaml_bool_accepted", "false is taken as the number 0", "state_dict_masks", T["yaml"]),
+    Independent("apply_omits_batchnorm_masks", "the BatchNorm masks of pruned filters are left out of the returned "
+                "dict", "plain_kthvalue", T["batchnorm"]),
     Independent("yaml_flattens_split_names", "features: {0.weight: 0.5} is joined into features.0.weight, not refused",
                 "state_dict_masks", T["yaml"]),
     Independent("sparsity_rounded", "sparsities rounded to 3 decimals", "state_dict_masks", T["sparsity"]),
