@@ -107,3 +107,47 @@ def test_confusion_table_of_the_independent_solutions(independent_grades, capsys
                 print(f"  {kind:<7} {band:<7} {name}")
     assert len(table["correct", "full"]) == len(CORRECT)
     assert len(table["wrong", "partial"]) == len(WRONG)  # one bug costs some points, never all of them
+
+
+FULL_RUN = ("plain_kthvalue", "hooks_topk_inplace", "parametrize_numpy", "state_dict_masks")  # four styles
+
+
+def _graded_through_own_run(name: str, root) -> tuple[float, float, str]:
+    """``name``'s pruning.py in a copy of the exported reference: main.py --method all on synthetic data (its own
+    functions make the models and figures), then the whole sandboxed grading; (score, max score, failures)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from grader.batch import grade_submission
+    from tests.mutants import GRADE_ARGS, reference_submission
+
+    solution = next(s for s in CORRECT if s.name == name)
+    dest = root / name
+    shutil.copytree(reference_submission(), dest, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    (dest / "hw2" / "pruning.py").write_text(solution.source())
+    run = subprocess.run([sys.executable, "hw2/main.py", "--method", "all", "--dataset", "synthetic", "--epochs", "0",
+                          "--dense-epochs", "1", "--no-progress", "--seed", "0"],
+                         cwd=dest, capture_output=True, text=True, timeout=600)
+    if run.returncode != 0:
+        return 0.0, 100.0, f"main.py failed: {run.stdout[-1500:]}{run.stderr[-1500:]}"
+    grade_submission(dest, root / f"{name}.json", timeout=600, pytest_args=GRADE_ARGS)
+    results = json.loads((root / f"{name}.json").read_text())
+    lost = {t["name"]: t["output"][:300] for t in results["tests"] if t["score"] < t["max_score"]}
+    return results["score"], sum(t["max_score"] for t in results["tests"]), json.dumps(lost, indent=1)
+
+
+@pytest.mark.slow
+def test_four_correct_solutions_score_100_through_their_own_run_and_the_sandbox(tmp_path):
+    """The code tests above run in-process; here four of the styles go the students' way: their own main.py run
+    makes the models, figures and log, and the full grading (sandbox, run outputs, hidden tests) scores 100."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.mutants import reference_submission
+
+    reference_submission()  # built once, before the two workers copy it
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        graded = dict(zip(FULL_RUN, pool.map(lambda name: _graded_through_own_run(name, tmp_path), FULL_RUN)))
+    for name, (score, points, lost) in graded.items():
+        assert points == 100 and score == points, f"{name}: {score}/{points}: {lost}"
