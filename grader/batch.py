@@ -33,6 +33,7 @@ GRADER_ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_FILES = ("pytest.ini", "requirements.txt")  # beside grader/ and hw2/ in a grader bundle
 PRETRAINED = Path("pretrained") / "vgg13_cifar10.pt"  # the dense model, in the bundle too
 LOG_TAIL_CHARS = 2000
+FINISHED = (0, 1, 4)  # pytest exit statuses after which results.json is the grader's (see grade_submission)
 ANSWERS_TEST = "test_answers_present_for_manual_grading"  # 0 points: the answers are graded by hand
 ANSWERS_COLUMN = "answers"  # the gradebook shows "answered (N words)" or "empty" instead
 
@@ -91,9 +92,10 @@ def grade_submission(submission: Path, results_path: Path, *, timeout: float = 1
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             try:
                 code = process.wait(timeout=timeout)
-                # 0 / 1: every test ran (some failed). Anything else (killed by a signal, interrupted) means pytest
-                # never finished its own results.json, so whatever file is there is not the grader's: discard it.
-                status = "graded" if code in (0, 1) else "error"
+                # 0 / 1: every test ran (some failed); 4: the submission's layout was refused before any of its code
+                # ran. Anything else (killed by a signal, interrupted) means pytest never finished its own
+                # results.json, so whatever file is there is not the grader's: discard it.
+                status = "graded" if code in FINISHED else "error"
             except subprocess.TimeoutExpired:
                 code, status = None, "timeout"
             finally:
@@ -112,7 +114,7 @@ def grade_submission(submission: Path, results_path: Path, *, timeout: float = 1
     if results is None:
         reason = (f"grading took longer than {timeout:.0f} s and was stopped" if status == "timeout"
                   else f"the grader stopped before finishing its results (pytest exit status {code}; see the log "
-                       "tail)" if code not in (0, 1) else "the grader stopped before writing results (see the log tail)")
+                       "tail)" if code not in FINISHED else "the grader stopped before writing results (see the log tail)")
         results = {"score": 0.0, "output": f"Not graded: {reason}.\n{tail}", "tests": []}
         results_path.write_text(json.dumps(results, indent=2))
     return GradeRun(submission.name, status, results, time.perf_counter() - start, tail, answers_summary(submission))

@@ -47,9 +47,10 @@ mkdir -p "$AG/results"
     --submission "$AG/submission" --results "$AG/results/results.json" \\
     --data-dir "$AG/source/data" {extra}
 status=$?
-# pytest writes results.json itself, after every test. Exit status 0 or 1: every test ran. Anything else (it
-# could not start, or was killed before it finished): whatever file is there is not the grader's.
-if [ ! -s "$AG/results/results.json" ] || {{ [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; }}; then
+# pytest writes results.json itself, after every test. Exit status 0 or 1: every test ran; 4: the submission's
+# layout was refused (one visible test says why). Anything else (it could not start, or was killed before it
+# finished): whatever file is there is not the grader's.
+if [ ! -s "$AG/results/results.json" ] || {{ [ "$status" -ne 0 ] && [ "$status" -ne 1 ] && [ "$status" -ne 4 ]; }}; then
     printf '{{"score": 0, "output": "The autograder did not finish (pytest exit status %s); please tell the course staff.", "tests": []}}\\n' "$status" \\
         > "$AG/results/results.json"
 fi
