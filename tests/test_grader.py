@@ -168,9 +168,9 @@ def test_run_autograder_grades_a_submission_in_the_gradescope_layout(tmp_path):
 # Student-side code shared by the attacking submissions below: where the grader writes results.json.
 RESULTS_PATHS = '''
 
-def _results_paths():
-    """The --results paths on this process's ancestors' command lines."""
-    paths, pid = [], _os.getpid()
+def _results_owners():
+    """(pid, --results path) of each of this process's ancestors that has one on its command line."""
+    owners, pid = [], _os.getpid()
     for _ in range(8):
         try:
             pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -178,8 +178,13 @@ def _results_paths():
         except (OSError, ValueError, IndexError):
             break
         if b"--results" in args:
-            paths.append(args[args.index(b"--results") + 1].decode())
-    return paths
+            owners.append((pid, args[args.index(b"--results") + 1].decode()))
+    return owners
+
+
+def _results_paths():
+    """The --results paths on this process's ancestors' command lines."""
+    return [path for _, path in _results_owners()]
 '''
 
 
@@ -410,22 +415,14 @@ from pathlib import Path as _Path
 
 
 def read_prune_ratios_from_yaml(file_name, model):
-    pid = _os.getpid()
-    for _ in range(8):
+    for pid, path in _results_owners():
         try:
-            pid = int(_Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = _Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
-        except (OSError, ValueError, IndexError):
-            break
-        if b"--results" in args:
-            try:
-                _Path(args[args.index(b"--results") + 1].decode()).write_text(
-                    '{"score": 12345, "output": "forged", "tests": []}')
-                _os.kill(pid, _signal.SIGKILL)
-            except OSError:
-                pass  # as root, student code runs unprivileged: neither is allowed
+            _Path(path).write_text('{"score": 12345, "output": "forged", "tests": []}')
+            _os.kill(pid, _signal.SIGKILL)
+        except OSError:
+            pass  # as root, student code runs unprivileged: neither is allowed
     return {}
-'''
+''' + RESULTS_PATHS
 
 
 @pytest.mark.slow
