@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the reference solution end to end on a fresh machine:
 #   set up .venv, export the reference (python -m grader.solution), prune all four models.
-# Real CIFAR-10 when the data and the pretrained checkpoint are present (28 minutes on a 2-core CPU),
+# Real CIFAR-10 when the data and the pretrained checkpoint are present (29 minutes on a 2-core CPU),
 # else synthetic data (it says which).  --smoke forces the synthetic run (under a minute on a 2-core CPU).
 # Other arguments go to main.py, e.g.  bash run_reference.sh --epochs 1
 set -euo pipefail

@@ -107,6 +107,16 @@ def shown(path: Path) -> str:
     return str(path) if relative.split(os.sep)[:3] == ["..", "..", ".."] else relative
 
 
+def project_relative(path: Path) -> str:
+    """``path`` relative to the project folder when it lies inside it (``configs/filter_0.40.yaml``), else as
+    given: what run_log.json records, so a log reads the same on every machine."""
+    project = Path(__file__).resolve().parent.parent
+    try:
+        return Path(path).resolve().relative_to(project).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def where_else(path: Path) -> Path | None:
     """Where a relative path that does not exist here probably points: the same path from the repo root
     (``configs/x.yaml`` typed in hw2/), or, for a bare YAML file name, that file in configs/."""
@@ -534,7 +544,7 @@ def prune_one(method, sparsity_type, ratios, config, dense, args, dataset, devic
         print(f"warning: {label} reached overall sparsity {report['overall']:.4f}, not within {TARGET_TOLERANCE} of the "
               f"target {target:.2f}" + ("" if args.scope == "global" else f": tune the ratios in {shown(config)}"), file=sys.stderr)
     entry = {"file": name, "label": label, "arch": args.arch, "dataset": dataset, "method": method, "type": sparsity_type,
-             "config": str(config), "target": target, "scope": args.scope,
+             "config": project_relative(config), "target": target, "scope": args.scope,
              "ratios": ratios, "sparsity": report["overall"],
              "layer_sparsity": report["layers"], "accuracy": accuracy,
              "accuracy_before_retrain": steps[-1]["accuracy_before_retrain"],  # right after the last pruning

@@ -11,7 +11,7 @@ draws accuracy against score for all the models given, with the 90% accuracy lin
 
 Every number comes from a function here, importable on its own:
 ``count_parameters``, ``count_nonzeros``, ``count_macs``, ``pruning_ratios``,
-``efficiency_score``, ``file_sizes``, ``measure_latency``, ``load_model``,
+``efficiency_score``, ``file_sizes``, ``measure_latency``, ``compare_latency``, ``load_model``,
 ``plot_accuracy_vs_score``.
 
 Conventions (as in ``hw2/__init__.py``): the prunable weights are the
@@ -263,35 +263,60 @@ def file_sizes(model: nn.Module, compact=None) -> FileSizes:
 # Latency
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-                    device="cpu", warmup: int = 5, repeats: int = 30) -> dict[str, float]:
-    """Time the forward pass in eval mode on a random batch ``(batch_size, *input_shape)``.
+def compare_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+                    device="cpu", warmup: int = 5, repeats: int = 30,
+                    channels_last: bool | None = None) -> dict[str, dict[str, float]]:
+    """Time the forward pass of several models, interleaved, on one random batch ``(batch_size, *input_shape)``.
 
-    Runs ``warmup`` untimed passes, then ``repeats`` timed ones; on CUDA each
-    timing is bracketed by ``torch.cuda.synchronize``.  Float32, no autocast.
+    Each model runs ``warmup`` untimed passes, then the models take turns, one
+    timed pass each, ``repeats`` times: a slow moment of the machine hits all of
+    them alike, so the ratio of two medians (a speed-up) is steadier than two
+    separate runs give.  On CUDA each timing is bracketed by ``torch.cuda.synchronize``.
+    Float32, no autocast, eval mode.  ``channels_last`` (default: on for 4-D
+    inputs on the CPU, where oneDNN's convolutions run fastest in that layout)
+    stores inputs and weights as NHWC for every model alike.
+
+    Returns:
+        ``{name: {"median_ms", "min_ms", "max_ms", "images_per_s"}}``, per batch.
+    """
+    if repeats < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}")
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = device.type == "cpu" and len(input_shape) == 3
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, *input_shape, device=device).contiguous(memory_format=layout)
+    ready = {name: copy_without_pruning(m).to(device).to(memory_format=layout).eval() for name, m in models.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for model in ready.values():
+        for _ in range(warmup):
+            model(x)
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in ready}
+    for _ in range(repeats):
+        for name, model in ready.items():
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000)
+    result = {}
+    for name, t in times.items():
+        median = statistics.median(t)
+        result[name] = {"median_ms": median, "min_ms": min(t), "max_ms": max(t),
+                        "images_per_s": batch_size / (median / 1000)}
+    return result
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+                    device="cpu", warmup: int = 5, repeats: int = 30,
+                    channels_last: bool | None = None) -> dict[str, float]:
+    """Time one model's forward pass: ``compare_latency`` with a single model.
 
     Returns:
         dict with ``"median_ms"``, ``"min_ms"``, ``"max_ms"`` (per batch) and
         ``"images_per_s"`` (batch_size / median).
     """
-    if repeats < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}")
-    device = torch.device(device)
-    model = copy_without_pruning(model).to(device).eval()
-    x = torch.randn(batch_size, *input_shape, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(x)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    median = statistics.median(times)
-    return {"median_ms": median, "min_ms": min(times), "max_ms": max(times),
-            "images_per_s": batch_size / (median / 1000)}
+    return compare_latency({"model": model}, input_shape, batch_size, device, warmup, repeats, channels_last)["model"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +407,18 @@ def report_model(model: nn.Module, arch: str = "vgg13", input_shape: tuple[int, 
     macs = count_macs(model, input_shape)
     p_s, p_u = pruning_ratios(model)
     sizes = file_sizes(model, compaction_for(arch))
-    latency = {f"batch_{b}": measure_latency(model, input_shape, b, device, warmup, repeats) for b in batch_sizes}
+    compact = compaction_for(arch)
+    compacted = None
+    if with_compacted_latency and compact is not None and sizes.compacted is not None and p_s > 0:  # else nothing was removed
+        compacted = compact(model).eval()
+    latency, compacted_latency = {}, {}
+    for b in batch_sizes:  # the compacted model is timed in turns with this one, so their ratio is a fair speed-up
+        pair = compare_latency({"model": model} if compacted is None else {"model": model, "compacted": compacted},
+                               input_shape, b, device, warmup, repeats)
+        latency[f"batch_{b}"] = pair["model"]
+        if compacted is not None:
+            compacted_latency[f"batch_{b}"] = dict(pair["compacted"],
+                                                   speedup=pair["model"]["median_ms"] / pair["compacted"]["median_ms"])
     result = {
         "arch": arch, "input_shape": list(input_shape),
         "parameters": count_parameters(model), "nonzero_parameters": count_nonzeros(model),
@@ -392,13 +428,9 @@ def report_model(model: nn.Module, arch: str = "vgg13", input_shape: tuple[int, 
         "score": efficiency_score(p_s, p_u, weights, macs, weight_bits, act_bits),
         "file_bytes": asdict(sizes), "latency": latency, "device": str(device),
     }
-    compact = compaction_for(arch)
-    if with_compacted_latency and compact is not None and sizes.compacted is not None and p_s > 0:  # else nothing was removed
-        compacted = compact(model).eval()
-        result["compacted"] = {
-            "parameters": count_parameters(compacted), "macs": count_macs(compacted, input_shape),
-            "latency": {f"batch_{b}": measure_latency(compacted, input_shape, b, device, warmup, repeats)
-                        for b in batch_sizes}}
+    if compacted is not None:
+        result["compacted"] = {"parameters": count_parameters(compacted), "macs": count_macs(compacted, input_shape),
+                               "latency": compacted_latency}
     return result
 
 
@@ -424,12 +456,13 @@ def format_report(name: str, r: dict) -> str:
               f"    permanent (zeros)   {_mb(sizes['permanent'])}",
               f"    compacted           {_mb(sizes['compacted'])}" + (f"  ({sizes['notes']['compacted']})" if 'compacted' in sizes['notes'] else ""),
               f"    sparse CSR          {_mb(sizes['sparse_csr'])}",
-              f"  latency on {r['device']} (median of repeats)"]
+              f"  latency on {r['device']} (median of repeats; a compacted model is timed in turns with this one)"]
     for key, t in r["latency"].items():
         line = f"    {key.replace('_', ' '):<18}{t['median_ms']:>9.3f} ms  ({t['images_per_s']:,.0f} images/s)"
         if "compacted" in r:
             c = r["compacted"]["latency"][key]
-            line += f"   compacted {c['median_ms']:.3f} ms ({c['images_per_s']:,.0f} images/s)"
+            speedup = c.get("speedup", t["median_ms"] / c["median_ms"])
+            line += f"   compacted {c['median_ms']:.3f} ms ({c['images_per_s']:,.0f} images/s, {speedup:.2f}x)"
         lines.append(line)
     if "compacted" in r:
         lines.append(f"  compacted model       {r['compacted']['parameters']:,} parameters, {r['compacted']['macs']:,} MACs")

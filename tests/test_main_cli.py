@@ -43,6 +43,8 @@ def test_method_all_writes_four_named_models_figures_and_a_log(full_run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     log = json.loads((out / "run_log.json").read_text())
     assert log["dataset"] == "synthetic" and set(log["models"]) == {"Omp_unstructured", "Imp_unstructured", "Omp_filter", "Imp_filter"}
+    assert {entry["config"] for entry in log["models"].values()} == {"configs/unstructured_0.80.yaml", "configs/filter_0.40.yaml"}, \
+        "the log names each YAML relative to the project, the same on every machine"
     assert "dense accuracy" in result.stdout
 
 

@@ -189,3 +189,20 @@ def test_report_model_works_on_a_model_with_masks_still_attached():
     assert r["p_unstructured"] == pytest.approx(0.5, abs=0.02)
     assert r["file_bytes"]["masked"] > r["file_bytes"]["permanent"]
     assert hasattr(model.features[0], "weight_mask")  # the model given is left as it was
+
+
+def test_compare_latency_times_every_model_given_and_keeps_their_names():
+    timings = report.compare_latency({"a": small_vgg(), "b": small_vgg()}, (3, 32, 32), batch_size=2, warmup=1, repeats=3)
+    assert set(timings) == {"a", "b"}
+    for timing in timings.values():
+        assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["max_ms"]
+
+
+def test_report_gives_the_compacted_speedup_as_the_ratio_of_the_two_interleaved_medians(monkeypatch):
+    smaller = VGG13(widths=[w // 2 for w in SMALL_WIDTHS]).eval()
+    monkeypatch.setattr(report, "compaction_for", lambda arch: (lambda model: smaller))
+    model = small_vgg()
+    zero_filters(model, 0.5)
+    r = report.report_model(model, batch_sizes=(2,), repeats=3, warmup=1)
+    compacted = r["compacted"]["latency"]["batch_2"]
+    assert compacted["speedup"] == pytest.approx(r["latency"]["batch_2"]["median_ms"] / compacted["median_ms"])
