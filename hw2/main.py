@@ -107,9 +107,12 @@ def shown(path: Path) -> str:
     return str(path) if relative.split(os.sep)[:3] == ["..", "..", ".."] else relative
 
 
-def project_relative(path: Path) -> str:
+def project_relative(path: Path | None) -> str | None:
     """``path`` relative to the project folder when it lies inside it (``configs/filter_0.40.yaml``), else as
-    given: what run_log.json records, so a log reads the same on every machine."""
+    given (None: no YAML, as for ``--scope global``): what run_log.json records, so a log reads the same on every
+    machine."""
+    if path is None:
+        return None
     project = Path(__file__).resolve().parent.parent
     try:
         return Path(path).resolve().relative_to(project).as_posix()
