@@ -788,8 +788,8 @@ def test_prune_channels_gives_smaller_model_with_same_outputs(probe, credit):
         # Credit starts with the model getting smaller by the pruned filters: removing nothing earns nothing.
         if not credit.check(value["widths"] == value["kept_widths"],
                             f"{label}: the returned model's conv widths are {value['widths']} (the given model's: "
-                            f"{value['widths_before']}); each conv must lose exactly its all-zero filters, and nothing "
-                            "else is graded until it does", weight=5):
+                            f"{value['widths_before']}; without its all-zero filters: {value['kept_widths']}); each conv "
+                            "must lose exactly its all-zero filters, and nothing else is graded until it does", weight=5):
             continue
         credit.check(value["zero_filters"] == 0, f"{label}: all-zero filters are left in the returned model "
                                                  "(other filters were removed in their place)")

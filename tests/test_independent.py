@@ -109,7 +109,9 @@ def test_confusion_table_of_the_independent_solutions(independent_grades, capsys
     assert len(table["wrong", "partial"]) == len(WRONG)  # one bug costs some points, never all of them
 
 
-FULL_RUN = ("plain_kthvalue", "hooks_topk_inplace", "parametrize_numpy", "state_dict_masks")  # four styles
+# Two styles whose saved state differs most from the reference's (plain weights; parametrize's renamed keys), one
+# per worker; the other styles' code tests run in-process above.
+FULL_RUN = ("plain_kthvalue", "parametrize_numpy")
 
 
 def _graded_through_own_run(name: str, root) -> tuple[float, float, str]:
@@ -139,8 +141,8 @@ def _graded_through_own_run(name: str, root) -> tuple[float, float, str]:
 
 
 @pytest.mark.slow
-def test_four_correct_solutions_score_100_through_their_own_run_and_the_sandbox(tmp_path):
-    """The code tests above run in-process; here four of the styles go the students' way: their own main.py run
+def test_correct_solutions_score_100_through_their_own_run_and_the_sandbox(tmp_path):
+    """The code tests above run in-process; here two of the styles go the students' way: their own main.py run
     makes the models, figures and log, and the full grading (sandbox, run outputs, hidden tests) scores 100."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -79,6 +79,12 @@ T = {  # the graded tests the wrong solutions name
 }
 
 CORRECT = [
+    Independent("quantile_moduledict", "torch.quantile thresholds with ties cut in index order, weights multiplied "
+                                       "in place through .data, masks kept in a dict keyed by module, torch.where "
+                                       "after every step of its own loop, geometric IMP, compaction by editing a copy"),
+    Independent("sort_statedict_figure_api", "a YAML constructor that keeps (key, value) pairs to find duplicates, "
+                                             "masked_fill_, cubic IMP schedule, compaction through a sliced state_dict, "
+                                             "figures drawn on matplotlib.figure.Figure without pyplot, pcolormesh"),
     Independent("plain_kthvalue", "plain weights (no prune hooks), torch.kthvalue thresholds, masks re-applied after "
                                   "every optimizer step, linear IMP schedule, model rebuilt from its widths"),
     Independent("hooks_topk_inplace", "torch.nn.utils.prune hooks, numpy argsort in percent and torch.topk masks, IMP "
