@@ -406,8 +406,8 @@ def report_model(model: nn.Module, arch: str = "vgg13", input_shape: tuple[int, 
     weights = count_parameters(model, prunable_only=True)
     macs = count_macs(model, input_shape)
     p_s, p_u = pruning_ratios(model)
-    sizes = file_sizes(model, compaction_for(arch))
     compact = compaction_for(arch)
+    sizes = file_sizes(model, compact)
     compacted = None
     if with_compacted_latency and compact is not None and sizes.compacted is not None and p_s > 0:  # else nothing was removed
         compacted = compact(model).eval()
