@@ -22,16 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hw2.data import load_dataset, make_loaders  # noqa: E402
 from hw2.report import load_model  # noqa: E402
-from hw2.train import exact_float32  # noqa: E402
+from hw2.train import exact_float32, exact_layout  # noqa: E402
 
 
 def predictions(path: Path, loader) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels of the model saved at ``path`` (plain, masked or compacted), in float32."""
-    model, _, _ = load_model(path)
+    layout = exact_layout("cpu")  # as evaluate() measures every accuracy
+    model = load_model(path)[0].to(memory_format=layout)
     predicted, labels = [], []
     with torch.no_grad(), exact_float32():
         for x, y in loader:
-            predicted.append(model(x.contiguous()).argmax(1))
+            predicted.append(model(x.contiguous(memory_format=layout)).argmax(1))
             labels.append(y)
     return torch.cat(predicted), torch.cat(labels)
 

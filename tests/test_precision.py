@@ -1,7 +1,8 @@
 """Training precision (bf16 autocast vs float32) and resumable dense training.
 
 bf16 may only change how fast a model trains, never a reported or graded accuracy:
-those are measured in float32 on a contiguous copy, exactly as the grader loads a file.
+those are measured in float32, in one memory layout (``exact_layout``: channels_last on the CPU), whether the
+model comes from training or from a file the grader loads.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def test_exact_evaluation_of_a_bf16_trained_model_equals_a_fresh_float32_load():
     fresh = VGG13.from_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
     _, grader_loader = make_loaders(data, 256, "cpu")
     assert f"{named:.2f}" == f"{evaluate(fresh, grader_loader, 'cpu', exact=True):.2f}"
+    assert fresh.features[0].weight.is_contiguous(), "the grader's model is evaluated as a copy, itself left as loaded"
     assert 10.0 < named  # it learned something: the comparison is not between two untrained models
 
 
