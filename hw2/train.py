@@ -159,6 +159,7 @@ def evaluate(model: nn.Module, loader, device, exact: bool = True) -> float:
     at the training precision (bf16 autocast where training uses it): 2-3x faster
     on a bf16 CPU, for ranking candidates only.
     """
+    model.eval()  # the model given is left in eval mode, whether a copy of it is evaluated or itself
     layout = exact_layout(device)
     if exact and any(p.dim() == 4 and not p.is_contiguous(memory_format=layout) for p in model.parameters()):
         # each memory layout takes its own float32 kernels: evaluate a copy in the one layout every caller uses

@@ -173,3 +173,14 @@ def test_evaluate_measures_in_float32_unless_told_otherwise():
     seen.clear()
     evaluate(model, test_loader, "cpu", exact=False)
     assert set(seen) == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_exact_evaluation_leaves_the_given_model_in_eval_mode_in_either_layout(layout):
+    """A retraining loop that forgets model.train() after evaluating must train in eval mode, whichever layout its
+    weights have (a contiguous model is evaluated as a channels_last copy on the CPU): the bug shows the same way."""
+    torch.manual_seed(0)
+    _, test_loader = make_loaders(make_synthetic(seed=0), 64, "cpu")
+    model = build_model("vgg13", num_classes=10, widths=NARROW).to(memory_format=layout).train()
+    evaluate(model, test_loader, "cpu", exact=True)
+    assert not model.training
